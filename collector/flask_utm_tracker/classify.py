@@ -1,0 +1,311 @@
+"""Classify a referrer URL as a marketing touch: its medium, source and search term.
+
+The host lists are data, not code: Matomo's search engines, social networks, AI assistants and
+referrer-spam list are vendored in ``data/`` (CC0, see ``data/README.md``); webmail and ad-serving
+hosts are lists this project keeps in the same format (``data/webmail.yml``, ``data/ad-hosts.yml``).
+They are read once, at the first call, into dictionaries keyed by host, so classifying a referrer
+is a handful of dictionary look-ups: one per label of its host.
+
+Matching rules, shared by every list:
+
+- a listed host also covers its subdomains (``tumblr.com`` covers ``psychicbazaar.tumblr.com``), and
+  the most specific listed host wins (``mail.google.com`` is webmail although ``google.{}`` is a
+  search engine);
+- ``{}`` stands for any top-level domain, one label (``google.de``) or a country's second-level
+  domain (``google.co.uk``); a leading ``{}.`` means any subdomain;
+- ``*`` inside a host's first label matches any characters (``webmail*.orange.fr``);
+- ``host/path`` matches only under that path (``x.com/i/grok``), and wins over the bare host;
+- when two lists name the same host, the order is paid, AI, email, social, search.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import typing as t
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
+
+import yaml
+
+#: Mediums :func:`classify_referrer` gives, most specific list first (the order that breaks a tie
+#: when two lists name the same host).
+MEDIUMS = ("paid", "ai", "email", "social", "organic", "referral", "internal", "spam")
+
+#: Longest search term kept, as the collector truncates every value.
+_MAX_TERM = 255
+#: Longest host name (RFC 1035).
+_MAX_HOST = 253
+
+#: Second-level labels under which a country's registry sells names (``co.uk``, ``com.au``), so
+#: that ``{}`` covers ``google.co.uk`` as it covers ``google.de``.
+_SECOND_LEVEL = frozenset(
+    {"co", "com", "net", "org", "edu", "gov", "ac", "or", "ne", "go", "gob", "gv", "mil", "nic"}
+)
+#: First labels that name the same site as the host without them.
+_ALIASES = re.compile(r"(?:www\d*|w\d+|m|mobile)")
+_VALID_HOST = re.compile(r"[\w-]+(?:\.[\w-]+)*|[0-9a-f:.]+")
+
+
+@dataclass(frozen=True)
+class Referrer:
+    """What a referrer URL says about the visit it brought.
+
+    :param medium: ``"organic"``, ``"social"``, ``"email"``, ``"ai"``, ``"paid"``, ``"referral"``,
+        ``"internal"`` or ``"spam"``.
+    :param source: lower-case name as analytics tools show it (``"google"``, ``"facebook"``,
+        ``"chatgpt"``), else the referring host without ``www.``.
+    :param term: the search term, when the referrer URL still carries it.
+    """
+
+    medium: str
+    source: str
+    term: str | None = None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One site of a list: what it makes of a referrer and where its search term is."""
+
+    medium: str
+    source: str
+    params: tuple[str, ...] = ()
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    def term(self, path: str, query: str) -> str | None:
+        """Return the search term carried by ``path`` and ``query``, if any."""
+        if not self.params:
+            return None
+        if query:
+            values: dict[str, str] = {}
+            for name, value in parse_qsl(query):
+                values.setdefault(name, value)
+            for name in self.params:
+                value = values.get(name, "").strip()
+                if value:
+                    return _clean(value)
+        target = f"{path}?{query}" if query else path
+        for pattern in self.patterns:
+            match = pattern.search(target)
+            if match and match.group(1).strip():
+                return _clean(unquote_plus(match.group(1)))
+        return None
+
+
+# Per host, the (path prefix, entry) pairs, longest path first; "" is the bare host.
+_Slots = list[tuple[str, _Entry]]
+
+
+class _HostIndex:
+    """Host patterns in the lists' syntax, looked up by dictionary, most specific host first."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, _Slots] = {}
+        self.any_tld: dict[str, _Slots] = {}
+        self.glob: dict[str, list[tuple[re.Pattern[str], str, _Entry]]] = {}
+
+    def add(self, pattern: str, entry: _Entry) -> None:
+        """Add one host pattern (``google.{}``, ``x.com/i/grok``, ``webmail*.orange.fr``)."""
+        pattern = pattern.strip().lower()
+        host, _, path = pattern.partition("/")
+        path = f"/{path}" if path else ""
+        labels = host.split(".")
+        if labels[0] == "{}":
+            labels = labels[1:]  # any subdomain: every host covers its subdomains already
+        if not labels or not all(labels):
+            return
+        if "*" in labels[0]:
+            regex = re.compile(".*".join(map(re.escape, labels[0].split("*"))))
+            rest = ".".join(labels[1:])
+            self.glob.setdefault(rest, []).append((regex, path, entry))
+            return
+        if labels[-1] == "{}":
+            self._put(self.any_tld, ".".join(labels[:-1]), path, entry)
+        else:
+            self._put(self.exact, ".".join(labels), path, entry)
+
+    @staticmethod
+    def _put(table: dict[str, _Slots], key: str, path: str, entry: _Entry) -> None:
+        slots = table.setdefault(key, [])
+        if any(p == path for p, _ in slots):
+            return  # the first list to name a host keeps it: lists are added by priority
+        slots.append((path, entry))
+        slots.sort(key=lambda slot: -len(slot[0]))
+
+    def lookup(self, labels: list[str], path: str) -> _Entry | None:
+        """Return the entry of the most specific pattern that covers the host ``labels``."""
+        n = len(labels)
+        tld_sizes = (
+            (1, 2) if n > 2 and labels[-2] in _SECOND_LEVEL and len(labels[-1]) == 2 else (1,)
+        )
+        for i in range(n):
+            host = ".".join(labels[i:])
+            found = self._match(self.exact.get(host), path)
+            if found is None:
+                for size in tld_sizes:
+                    if n - i > size:
+                        found = self._match(self.any_tld.get(".".join(labels[i:-size])), path)
+                        if found is not None:
+                            break
+            if found is None and i + 1 < n:
+                for regex, prefix, entry in self.glob.get(".".join(labels[i + 1 :]), ()):
+                    if regex.fullmatch(labels[i]) and path.startswith(prefix):
+                        found = entry
+                        break
+            if found is not None:
+                return found
+        return None
+
+    @staticmethod
+    def _match(slots: _Slots | None, path: str) -> _Entry | None:
+        if slots:
+            for prefix, entry in slots:
+                if path.startswith(prefix):
+                    return entry
+        return None
+
+
+def _source_name(name: str) -> str:
+    """``"Yahoo! Mail"`` -> ``"yahoo mail"``: lower case, no ``!``, single spaces."""
+    return " ".join(name.replace("!", " ").split()).lower()
+
+
+def _read(name: str) -> str:
+    return resources.files("flask_utm_tracker").joinpath(f"data/{name}").read_text("utf-8")
+
+
+def _add_hosts(index: _HostIndex, medium: str, data: t.Mapping[str, t.Iterable[str]]) -> None:
+    for name, hosts in data.items():
+        entry = _Entry(medium, _source_name(str(name)))
+        for host in hosts or ():
+            index.add(str(host), entry)
+
+
+def _search_params(
+    spec: t.Mapping[str, t.Any],
+) -> tuple[tuple[str, ...], tuple[re.Pattern[str], ...]]:
+    names: list[str] = []
+    patterns: list[re.Pattern[str]] = []
+    for param in spec.get("params") or ():
+        param = str(param)
+        if len(param) > 2 and param.startswith("/") and param.endswith("/"):
+            try:
+                patterns.append(re.compile(param[1:-1]))
+            except re.error:
+                continue
+        else:
+            names.append(param)
+    return tuple(names), tuple(patterns)
+
+
+@functools.cache
+def _index() -> tuple[_HostIndex, frozenset[str]]:
+    """Read the lists, once: the host index and the set of spam domains."""
+    index = _HostIndex()
+    _add_hosts(index, "paid", yaml.safe_load(_read("ad-hosts.yml")))
+    _add_hosts(index, "ai", yaml.safe_load(_read("matomo-AIAssistants.yml")))
+    _add_hosts(index, "email", yaml.safe_load(_read("webmail.yml")))
+    _add_hosts(index, "social", yaml.safe_load(_read("matomo-Socials.yml")))
+    engines: dict[str, list[dict[str, t.Any]]] = yaml.safe_load(_read("matomo-SearchEngines.yml"))
+    for name, specs in engines.items():
+        for spec in specs or ():
+            names, patterns = _search_params(spec)
+            entry = _Entry("organic", _source_name(str(name)), names, patterns)
+            for host in spec.get("urls") or ():
+                index.add(str(host), entry)
+    spam = frozenset(
+        line.strip().lower()
+        for line in _read("matomo-referrer-spammers.txt").splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    return index, spam
+
+
+def _clean(value: str) -> str | None:
+    """Make ``value`` safe to store: no control characters or lone surrogates, trimmed, bounded."""
+    value = value.encode("utf-8", "replace").decode("utf-8", "replace")
+    value = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    value = " ".join(value.split())[:_MAX_TERM].strip()
+    return value or None
+
+
+def _normalize_host(value: str) -> str:
+    """``"https://WWW.Example.com:443/"`` or ``"Example.com."`` -> ``"www.example.com"``."""
+    value = value.strip().lower()
+    if "//" in value:
+        value = value.split("//", 1)[1]
+    value = value.split("/", 1)[0].rsplit("@", 1)[-1]
+    if not value.startswith("["):
+        value = value.split(":", 1)[0]
+    return value.strip("[]").rstrip(".")
+
+
+@functools.lru_cache(maxsize=64)
+def _host_sets(
+    site_hosts: tuple[str, ...], excluded: tuple[str, ...]
+) -> tuple[frozenset[str], ...]:
+    return (
+        frozenset(h for h in map(_normalize_host, site_hosts) if h),
+        frozenset(h for h in map(_normalize_host, excluded) if h),
+    )
+
+
+def _split(url: str) -> tuple[str, str, str] | None:
+    """Return the host, path and query of an http(s) URL, or None."""
+    url = url.strip()
+    if not url[:8].lower().startswith(("http://", "https://")):
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return None
+    host = host.rstrip(".")
+    if not host or len(host) > _MAX_HOST or not _VALID_HOST.fullmatch(host):
+        return None
+    return host, parts.path, parts.query
+
+
+def classify_referrer(
+    url: str | None, site_hosts: t.Iterable[str] = (), excluded: t.Iterable[str] = ()
+) -> Referrer | None:
+    """Tell what kind of site ``url`` (a ``Referer`` header, ``document.referrer``) is.
+
+    Never raises on any string, however broken.
+
+    :param url: the referrer URL.
+    :param site_hosts: the site's own hosts: a referrer from exactly one of them is ``"internal"``.
+    :param excluded: hosts that are never a referrer, with their subdomains (payment gateways
+        such as ``checkout.stripe.com``, ``paypal.com``): ``"internal"`` too.
+    :return: None when ``url`` is empty, not http(s) or unparseable, else a :class:`Referrer`. The
+        mediums ``"internal"`` and ``"spam"`` mean the visit is no touch.
+    """
+    if not url or not isinstance(url, str):
+        return None
+    try:
+        split = _split(url)
+    except (ValueError, UnicodeError):
+        return None
+    if split is None:
+        return None
+    host, path, query = split
+    bare = host[4:] if host.startswith("www.") and host.count(".") > 1 else host
+    labels = host.split(".")
+    suffixes = {".".join(labels[i:]) for i in range(len(labels))}
+
+    own, skipped = _host_sets(tuple(site_hosts), tuple(excluded))
+    if host in own or not suffixes.isdisjoint(skipped):
+        return Referrer("internal", bare)
+
+    index, spam = _index()
+    if not suffixes.isdisjoint(spam):
+        return Referrer("spam", bare)
+
+    entry = index.lookup(labels, path or "/")
+    if entry is None:
+        return Referrer("referral", bare)
+    try:
+        term = entry.term(path, query)
+    except (ValueError, UnicodeError):
+        term = None
+    return Referrer(entry.medium, entry.source, term)
