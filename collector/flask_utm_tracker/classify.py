@@ -44,7 +44,7 @@ _SECOND_LEVEL = frozenset(
     {"co", "com", "net", "org", "edu", "gov", "ac", "or", "ne", "go", "gob", "gv", "mil", "nic"}
 )
 #: First labels that name the same site as the host without them.
-_ALIASES = re.compile(r"(?:www\d*|w\d+|m|mobile)")
+_ALIASES = re.compile(r"(?:www\d*|w\d+|m|mobile|[a-z]{2})")
 _VALID_HOST = re.compile(r"[\w-]+(?:\.[\w-]+)*|[0-9a-f:.]+")
 
 
@@ -93,76 +93,88 @@ class _Entry:
         return None
 
 
-# Per host, the (path prefix, entry) pairs, longest path first; "" is the bare host.
-_Slots = list[tuple[str, _Entry]]
+class _Slot(t.NamedTuple):
+    """One pattern stored under its host: the path it needs and whether it covers subdomains."""
+
+    path: str
+    entry: _Entry
+    subdomains: bool
+
+
+class _Match(t.NamedTuple):
+    """A pattern that covers a host; ``loose`` when the host is a subdomain of the listed one
+    and the pattern does not say it covers subdomains (a search engine's ``docs.google.com``).
+    """
+
+    entry: _Entry
+    loose: bool
 
 
 class _HostIndex:
     """Host patterns in the lists' syntax, looked up by dictionary, most specific host first."""
 
     def __init__(self) -> None:
-        self.exact: dict[str, _Slots] = {}
-        self.any_tld: dict[str, _Slots] = {}
-        self.glob: dict[str, list[tuple[re.Pattern[str], str, _Entry]]] = {}
+        self.exact: dict[str, list[_Slot]] = {}
+        self.any_tld: dict[str, list[_Slot]] = {}
+        self.glob: dict[str, list[tuple[re.Pattern[str], _Slot]]] = {}
 
-    def add(self, pattern: str, entry: _Entry) -> None:
-        """Add one host pattern (``google.{}``, ``x.com/i/grok``, ``webmail*.orange.fr``)."""
-        pattern = pattern.strip().lower()
-        host, _, path = pattern.partition("/")
-        path = f"/{path}" if path else ""
+    def add(self, pattern: str, entry: _Entry, subdomains: bool = True) -> None:
+        """Add one host pattern (``google.{}``, ``x.com/i/grok``, ``webmail*.orange.fr``).
+
+        :param subdomains: whether the pattern covers the subdomains of its host (a leading
+            ``{}.`` always does).
+        """
+        host, _, path = pattern.strip().lower().partition("/")
         labels = host.split(".")
         if labels[0] == "{}":
-            labels = labels[1:]  # any subdomain: every host covers its subdomains already
+            labels, subdomains = labels[1:], True
         if not labels or not all(labels):
             return
+        slot = _Slot(f"/{path}" if path else "", entry, subdomains)
         if "*" in labels[0]:
             regex = re.compile(".*".join(map(re.escape, labels[0].split("*"))))
-            rest = ".".join(labels[1:])
-            self.glob.setdefault(rest, []).append((regex, path, entry))
-            return
-        if labels[-1] == "{}":
-            self._put(self.any_tld, ".".join(labels[:-1]), path, entry)
+            self.glob.setdefault(".".join(labels[1:]), []).append((regex, slot))
+        elif labels[-1] == "{}":
+            self._put(self.any_tld, ".".join(labels[:-1]), slot)
         else:
-            self._put(self.exact, ".".join(labels), path, entry)
+            self._put(self.exact, ".".join(labels), slot)
 
     @staticmethod
-    def _put(table: dict[str, _Slots], key: str, path: str, entry: _Entry) -> None:
+    def _put(table: dict[str, list[_Slot]], key: str, slot: _Slot) -> None:
         slots = table.setdefault(key, [])
-        if any(p == path for p, _ in slots):
+        if any(s.path == slot.path and s.entry.medium == slot.entry.medium for s in slots):
             return  # the first list to name a host keeps it: lists are added by priority
-        slots.append((path, entry))
-        slots.sort(key=lambda slot: -len(slot[0]))
+        slots.append(slot)
+        slots.sort(key=lambda s: -len(s.path))  # stable: equal paths keep the list order
 
-    def lookup(self, labels: list[str], path: str) -> _Entry | None:
-        """Return the entry of the most specific pattern that covers the host ``labels``."""
+    def matches(self, labels: list[str], path: str) -> t.Iterator[_Match]:
+        """Yield the patterns covering the host ``labels``, most specific host first (one per
+        host: ``images.google.com``, then ``google.com``).
+        """
         n = len(labels)
         tld_sizes = (
             (1, 2) if n > 2 and labels[-2] in _SECOND_LEVEL and len(labels[-1]) == 2 else (1,)
         )
         for i in range(n):
-            host = ".".join(labels[i:])
-            found = self._match(self.exact.get(host), path)
-            if found is None:
-                for size in tld_sizes:
-                    if n - i > size:
-                        found = self._match(self.any_tld.get(".".join(labels[i:-size])), path)
-                        if found is not None:
-                            break
-            if found is None and i + 1 < n:
-                for regex, prefix, entry in self.glob.get(".".join(labels[i + 1 :]), ()):
-                    if regex.fullmatch(labels[i]) and path.startswith(prefix):
-                        found = entry
+            # Dropping "www." or "m." (or a country label: "uk.") names the same site.
+            subdomain = i > 1 or (i == 1 and not _ALIASES.fullmatch(labels[0]))
+            slot = self._slot(self.exact.get(".".join(labels[i:])), path)
+            for size in tld_sizes:
+                if slot is None and n - i > size:
+                    slot = self._slot(self.any_tld.get(".".join(labels[i:-size])), path)
+            if slot is None and i + 1 < n:
+                for regex, candidate in self.glob.get(".".join(labels[i + 1 :]), ()):
+                    if regex.fullmatch(labels[i]) and path.startswith(candidate.path):
+                        slot = candidate
                         break
-            if found is not None:
-                return found
-        return None
+            if slot is not None:
+                yield _Match(slot.entry, subdomain and not slot.subdomains)
 
     @staticmethod
-    def _match(slots: _Slots | None, path: str) -> _Entry | None:
-        if slots:
-            for prefix, entry in slots:
-                if path.startswith(prefix):
-                    return entry
+    def _slot(slots: list[_Slot] | None, path: str) -> _Slot | None:
+        for slot in slots or ():
+            if path.startswith(slot.path):
+                return slot
         return None
 
 
@@ -175,7 +187,13 @@ def _read(name: str) -> str:
     return resources.files("flask_utm_tracker").joinpath(f"data/{name}").read_text("utf-8")
 
 
-def _add_hosts(index: _HostIndex, medium: str, data: t.Mapping[str, t.Iterable[str]]) -> None:
+def _add_hosts(index: _HostIndex, medium: str, *files: str) -> None:
+    """Add the ``name: [host, ...]`` lists of ``files`` (Matomo's Socials.yml format)."""
+    for file in files:
+        _add_host_list(index, medium, yaml.safe_load(_read(file)) or {})
+
+
+def _add_host_list(index: _HostIndex, medium: str, data: t.Mapping[str, t.Any]) -> None:
     for name, hosts in data.items():
         entry = _Entry(medium, _source_name(str(name)))
         for host in hosts or ():
@@ -203,17 +221,19 @@ def _search_params(
 def _index() -> tuple[_HostIndex, frozenset[str]]:
     """Read the lists, once: the host index and the set of spam domains."""
     index = _HostIndex()
-    _add_hosts(index, "paid", yaml.safe_load(_read("ad-hosts.yml")))
-    _add_hosts(index, "ai", yaml.safe_load(_read("matomo-AIAssistants.yml")))
-    _add_hosts(index, "email", yaml.safe_load(_read("webmail.yml")))
-    _add_hosts(index, "social", yaml.safe_load(_read("matomo-Socials.yml")))
-    engines: dict[str, list[dict[str, t.Any]]] = yaml.safe_load(_read("matomo-SearchEngines.yml"))
-    for name, specs in engines.items():
-        for spec in specs or ():
-            names, patterns = _search_params(spec)
-            entry = _Entry("organic", _source_name(str(name)), names, patterns)
-            for host in spec.get("urls") or ():
-                index.add(str(host), entry)
+    _add_hosts(index, "paid", "ad-hosts.yml")
+    _add_hosts(index, "ai", "matomo-AIAssistants.yml", "extra-AIAssistants.yml")
+    _add_hosts(index, "email", "webmail.yml")
+    _add_hosts(index, "social", "matomo-Socials.yml", "extra-Socials.yml")
+    for file in ("matomo-SearchEngines.yml", "extra-SearchEngines.yml"):
+        engines: dict[str, t.Any] = yaml.safe_load(_read(file)) or {}
+        for name, specs in engines.items():
+            for spec in specs or ():
+                names, patterns = _search_params(spec)
+                entry = _Entry("organic", _source_name(str(name)), names, patterns)
+                for host in spec.get("urls") or ():
+                    # Search engines list their hosts one by one: docs.google.com is no search.
+                    index.add(str(host), entry, subdomains=False)
     spam = frozenset(
         line.strip().lower()
         for line in _read("matomo-referrer-spammers.txt").splitlines()
@@ -301,11 +321,23 @@ def classify_referrer(
     if not suffixes.isdisjoint(spam):
         return Referrer("spam", bare)
 
-    entry = index.lookup(labels, path or "/")
-    if entry is None:
-        return Referrer("referral", bare)
+    # The most specific match wins, except a search engine's with no search term in the URL: it
+    # gives way to a broader match of another list (www.facebook.com is Facebook's search only
+    # with ?q=), and names no subdomain of its hosts at all (docs.google.com is a referral).
+    fallback: Referrer | None = None
+    for entry, loose in index.matches(labels, path or "/"):
+        if entry.medium != "organic":
+            return Referrer(entry.medium, entry.source)
+        term = _term(entry, path, query)
+        if term is not None:
+            return Referrer(entry.medium, entry.source, term)
+        if not loose and fallback is None:
+            fallback = Referrer(entry.medium, entry.source)
+    return fallback or Referrer("referral", bare)
+
+
+def _term(entry: _Entry, path: str, query: str) -> str | None:
     try:
-        term = entry.term(path, query)
+        return entry.term(path, query)
     except (ValueError, UnicodeError):
-        term = None
-    return Referrer(entry.medium, entry.source, term)
+        return None
