@@ -1,0 +1,149 @@
+"""Configuration keys, their defaults, and the frozen per-app settings object.
+
+Every key starts with ``UTM_TRACKER_``. Defaults are applied with ``app.config.setdefault`` in
+:meth:`~flask_utm_tracker.UTMTracker.init_app`; a misspelled ``UTM_TRACKER_*`` key is an error
+that names the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing as t
+from dataclasses import dataclass
+
+PREFIX = "UTM_TRACKER_"
+
+#: Where the blueprint (beacon, snippet.js, dashboard, openapi.json) is mounted.
+URL_PREFIX = "/utm"
+#: Extra query parameters to keep, in ``LeadSource.custom_tags`` (e.g. ``["ref", "partner"]``).
+CUSTOM_TAGS: list[str] = []
+#: The first-party cookie holding the visitor id and the pending touches.
+COOKIE_NAME = "utm_tracker"
+#: Domain attribute of that cookie (``".example.com"`` to share it across sub-domains).
+COOKIE_DOMAIN: str | None = None
+#: Max-Age of that cookie, in seconds (one year).
+COOKIE_MAX_AGE = 365 * 24 * 3600
+#: ``Secure`` attribute of that cookie; ``None`` means "when the request is https".
+COOKIE_SECURE: bool | None = None
+#: Origins (``"https://www.example.com"``) allowed to send beacons cross-origin, with credentials.
+ALLOWED_ORIGINS: list[str] = []
+#: Turn the query string and the ``Referer`` of the app's own pages into touches.
+CAPTURE_QUERYSTRING = True
+#: Honour Global Privacy Control (``Sec-GPC: 1``, ``navigator.globalPrivacyControl``).
+RESPECT_GPC = True
+#: Other host names of this site, never counted as referrers (the request's own host always is).
+SITE_HOSTS: list[str] = []
+#: Referrer domains that never make a touch (payment gateways, identity providers), sub-domains included.
+EXCLUDED_REFERRERS: list[str] = [
+    "checkout.stripe.com",
+    "paypal.com",
+    "accounts.google.com",
+    "appleid.apple.com",
+    "login.microsoftonline.com",
+]
+#: A referral makes a new touch only when the latest touch is older than this many seconds.
+SESSION_TIMEOUT = 30 * 60
+#: Unclaimed ``Touch`` rows older than this many days are removed by ``flask utm purge``.
+RETENTION_DAYS = 90
+#: Most ``Touch`` rows kept per visitor; beacons past that are acknowledged and dropped.
+MAX_TOUCHES_PER_VISITOR = 200
+
+DEFAULTS: dict[str, t.Any] = {
+    PREFIX + name: value
+    for name, value in list(globals().items())
+    if name.isupper() and name not in {"PREFIX", "DEFAULTS"}
+}
+
+
+class ConfigError(KeyError):
+    """An unknown or invalid ``UTM_TRACKER_*`` configuration key."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The extension's configuration for one app, read once by ``init_app``."""
+
+    url_prefix: str
+    custom_tags: tuple[str, ...]
+    cookie_name: str
+    cookie_domain: str | None
+    cookie_max_age: int
+    cookie_secure: bool | None
+    allowed_origins: frozenset[str]
+    capture_querystring: bool
+    respect_gpc: bool
+    site_hosts: tuple[str, ...]
+    excluded_referrers: tuple[str, ...]
+    session_timeout: int
+    retention_days: int
+    max_touches_per_visitor: int
+
+
+def _as_list(key: str, value: t.Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part for part in value.split(",")]
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise ConfigError(f"{key} must be a list of strings, not {value!r}.")
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def _as_int(key: str, value: t.Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key} must be a whole number of at least 0, not {value!r}.")
+    return value
+
+
+def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
+    """Apply the defaults to ``config``, reject unknown keys, and return the frozen settings.
+
+    :param config: the app's ``app.config``.
+    :raises ConfigError: for a misspelled key (naming the closest valid one) or a bad value.
+    """
+    for key in config:
+        if key.startswith(PREFIX) and key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            valid = ", ".join(sorted(DEFAULTS))
+            raise ConfigError(
+                f"Unknown configuration key {key}.{hint} The valid keys are: {valid}."
+            )
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, list(value) if isinstance(value, list) else value)
+
+    def get(name: str) -> t.Any:
+        return config[PREFIX + name]
+
+    prefix = str(get("URL_PREFIX") or "").rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise ConfigError(f"{PREFIX}URL_PREFIX must start with '/', not {prefix!r}.")
+    secure = get("COOKIE_SECURE")
+    return Settings(
+        url_prefix=prefix,
+        custom_tags=tuple(
+            dict.fromkeys(tag.lower() for tag in _as_list(PREFIX + "CUSTOM_TAGS", get("CUSTOM_TAGS")))
+        ),
+        cookie_name=str(get("COOKIE_NAME")),
+        cookie_domain=get("COOKIE_DOMAIN") or None,
+        cookie_max_age=_as_int(PREFIX + "COOKIE_MAX_AGE", get("COOKIE_MAX_AGE")),
+        cookie_secure=None if secure is None else bool(secure),
+        allowed_origins=frozenset(
+            o.rstrip("/") for o in _as_list(PREFIX + "ALLOWED_ORIGINS", get("ALLOWED_ORIGINS"))
+        ),
+        capture_querystring=bool(get("CAPTURE_QUERYSTRING")),
+        respect_gpc=bool(get("RESPECT_GPC")),
+        site_hosts=tuple(h.lower() for h in _as_list(PREFIX + "SITE_HOSTS", get("SITE_HOSTS"))),
+        excluded_referrers=tuple(
+            h.lower()
+            for h in _as_list(PREFIX + "EXCLUDED_REFERRERS", get("EXCLUDED_REFERRERS"))
+        ),
+        session_timeout=_as_int(PREFIX + "SESSION_TIMEOUT", get("SESSION_TIMEOUT")),
+        retention_days=_as_int(PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS")),
+        max_touches_per_visitor=_as_int(
+            PREFIX + "MAX_TOUCHES_PER_VISITOR", get("MAX_TOUCHES_PER_VISITOR")
+        ),
+    )

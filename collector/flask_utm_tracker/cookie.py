@@ -1,0 +1,102 @@
+"""The first-party cookie shared by the request hook and the snippet.
+
+Its value is base64url (RFC 4648 section 5, no padding) of compact UTF-8 JSON, so firewalls do not
+mistake it for SQL and RFC 6265's cookie-octet rules hold::
+
+    {"v": "<visitor id>",
+     "t": [<pending touch>, ...],                      # oldest first, cleared at reconciliation
+     "l": {"id": "...", "ts": 1700000000000, "params": {...}}}   # the latest touch
+
+A pending touch has the beacon's shape: ``{"id", "ts", "url", "referrer", "params"}``. The
+encoded value stays under :data:`MAX_LENGTH` characters: URLs are cut to :data:`URL_LIMIT` and the
+oldest pending touches after the first are dropped first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import typing as t
+from dataclasses import dataclass, field
+
+#: Longest encoded value written (browsers keep 4,096 bytes per cookie, name and attributes included).
+MAX_LENGTH = 3800
+#: Longest encoded value read; anything longer is ignored.
+READ_LIMIT = 8192
+#: URLs and referrers kept in the cookie are cut to this many characters.
+URL_LIMIT = 512
+#: Visitor and touch ids: 1 to 64 characters of ``[A-Za-z0-9_-]``.
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass
+class CookieState:
+    """The decoded cookie."""
+
+    visitor_id: str
+    pending: list[dict[str, t.Any]] = field(default_factory=list)
+    latest: dict[str, t.Any] | None = None
+
+
+def valid_id(value: t.Any) -> bool:
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
+
+def decode(value: str | None) -> CookieState | None:
+    """Decode a cookie value; ``None`` for anything that is not a cookie we wrote (never raises)."""
+    if not value or len(value) > READ_LIMIT:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, binascii.Error, RecursionError):
+        return None
+    if not isinstance(data, dict) or not valid_id(data.get("v")):
+        return None
+    pending = data.get("t")
+    latest = data.get("l")
+    return CookieState(
+        visitor_id=data["v"],
+        pending=[p for p in pending if isinstance(p, dict)] if isinstance(pending, list) else [],
+        latest=latest if isinstance(latest, dict) and isinstance(latest.get("ts"), int) else None,
+    )
+
+
+def _b64(data: dict[str, t.Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _compact(touch: dict[str, t.Any]) -> dict[str, t.Any]:
+    out = {k: v for k, v in touch.items() if v not in (None, "", {})}
+    for key in ("url", "referrer"):
+        if isinstance(out.get(key), str):
+            out[key] = out[key][:URL_LIMIT]
+    return out
+
+
+def encode(state: CookieState) -> str:
+    """Encode ``state``, dropping the oldest pending touches after the first until it fits."""
+    pending = [_compact(p) for p in state.pending]
+    data: dict[str, t.Any] = {"v": state.visitor_id}
+    if state.latest is not None:
+        data["l"] = state.latest
+    while True:
+        if pending:
+            data["t"] = pending
+        else:
+            data.pop("t", None)
+        value = _b64(data)
+        if len(value) <= MAX_LENGTH or not pending:
+            return value
+        if len(pending) > 1:
+            del pending[1]
+        else:
+            pending = []
+
+
+def latest_of(touch: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The ``l`` entry for ``touch``: its id, time and parameters."""
+    return {"id": touch["id"], "ts": touch["ts"], "params": touch.get("params") or {}}

@@ -1,0 +1,411 @@
+"""``UTMTracker``: registration, the request hook, reconciliation at login, ``stash_touch``."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import Flask, Response, current_app, g, has_request_context, request, session
+from flask_login import user_logged_in
+from markupsafe import Markup, escape
+from marshmallow import ValidationError
+
+from . import cookie as cookies
+from . import reconcile
+from .config import Settings, load_settings
+from .models import make_models
+from .params import TRACKED, has_tracked, normalize
+from .schemas import TouchSchema
+from .signals import lead_source_created, touch_recorded
+from .touches import Context, fields, host_of, new_id, now_ms, stable_id
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+logger = logging.getLogger("flask_utm_tracker")
+
+EXTENSION = "utm_tracker"
+#: Session key of the touches stashed by :func:`stash_touch`.
+SESSION_KEY = "_utm_tracker_touches"
+#: The session keys django-utm-tracker's README tells applications to set by hand.
+SEED_SESSION_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+_LOGIN = "_utm_tracker_login"
+_touch_schema = TouchSchema()
+
+
+@dataclass(frozen=True)
+class _AppState:
+    tracker: UTMTracker
+    settings: Settings
+
+
+class UTMTracker:
+    """Ties utm_* parameters, click IDs and referrers to the users they became.
+
+    :param app: the Flask app, or ``None`` to call :meth:`init_app` later.
+    :param db: the host app's :class:`flask_sqlalchemy.SQLAlchemy` instance; ``LeadSource`` and
+        ``Touch`` are built on its ``Model`` and metadata.
+    :param user_model: the Flask-Login user model, referenced by ``LeadSource.user_id``.
+    :param table_prefix: prefix of the extension's table names.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: SQLAlchemy,
+        user_model: type[t.Any],
+        table_prefix: str = "utm_",
+    ) -> None:
+        self.db = db
+        self.user_model = user_model
+        self.LeadSource, self.Touch = make_models(db, user_model, table_prefix)
+        mapper = sa.inspect(user_model)
+        self._user_pk_attr = mapper.get_property_by_column(mapper.primary_key[0]).key
+        self._dashboard_permission: t.Callable[[], bool] | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # -- registration -------------------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Apply the configuration defaults, register the blueprint, the request hook, the CLI
+        and the ``utm_tracker_script()`` template helper on ``app``.
+        """
+        if EXTENSION in app.extensions:
+            raise RuntimeError(
+                "A 'UTMTracker' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        settings = load_settings(app.config)
+        app.extensions[EXTENSION] = _AppState(self, settings)
+
+        from .cli import make_cli
+        from .views import make_blueprint
+
+        app.register_blueprint(make_blueprint(self), url_prefix=settings.url_prefix or None)
+        app.after_request(self._after_request)
+        app.context_processor(lambda: {"utm_tracker_script": self.script_tag})
+        app.cli.add_command(make_cli(self))
+        user_logged_in.connect(_on_login)
+
+    def dashboard_permission(self, func: t.Callable[[], bool]) -> t.Callable[[], bool]:
+        """Register the function that decides who may open the dashboard (denied by default)::
+
+            @tracker.dashboard_permission
+            def can_see_dashboard():
+                return current_user.is_authenticated and current_user.is_admin
+        """
+        self._dashboard_permission = func
+        return func
+
+    @staticmethod
+    def settings(app: Flask | None = None) -> Settings:
+        """The settings of ``app`` (default: the current app)."""
+        state = (app or current_app).extensions.get(EXTENSION)
+        if state is None:
+            raise RuntimeError(
+                "flask-utm-tracker is not registered on this app. Call tracker.init_app(app) first."
+            )
+        return t.cast(_AppState, state).settings
+
+    def script_tag(self, **attrs: t.Any) -> Markup:
+        """The ``<script>`` tag of the snippet for a Jinja template: ``{{ utm_tracker_script() }}``.
+
+        Keyword arguments become ``data-*`` attributes (``consent="required"``, ``spa="auto"``).
+        """
+        from flask import url_for
+
+        settings = self.settings()
+        data: dict[str, t.Any] = {}
+        if settings.cookie_name != "utm_tracker":
+            data["cookie-name"] = settings.cookie_name
+        if settings.cookie_domain:
+            data["cookie-domain"] = settings.cookie_domain
+        if settings.custom_tags:
+            data["custom-tags"] = ",".join(settings.custom_tags)
+        if settings.cookie_max_age != 365 * 24 * 3600:
+            data["max-age"] = settings.cookie_max_age
+        if not settings.respect_gpc:
+            data["gpc"] = "ignore"
+        data.update({k.replace("_", "-"): v for k, v in attrs.items()})
+        parts = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in data.items())
+        src = url_for(f"{EXTENSION}.snippet")
+        return Markup(f'<script src="{escape(src)}" async{parts}></script>')
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def context(self, settings: Settings) -> Context:
+        """What :func:`~flask_utm_tracker.touches.fields` needs to know about this request."""
+        excluded = settings.excluded_referrers
+        if settings.cookie_domain:
+            excluded = (*excluded, settings.cookie_domain.lstrip(".").lower())
+        return Context(
+            custom_tags=settings.custom_tags,
+            site_hosts=(request.host.rsplit(":", 1)[0].lower(), *settings.site_hosts),
+            excluded=excluded,
+        )
+
+    def current_user_id(self) -> t.Any:
+        """The primary key of the authenticated user, or ``None``."""
+        if not hasattr(current_app, "login_manager"):
+            return None
+        from flask_login import current_user
+
+        try:
+            if not current_user.is_authenticated:
+                return None
+        except Exception:  # a broken user loader must not break tracking, nor the page
+            logger.exception("Loading the current user failed.")
+            return None
+        return self.user_id_of(current_user)
+
+    def user_id_of(self, user: t.Any) -> t.Any:
+        return getattr(user, self._user_pk_attr, None) if user is not None else None
+
+    def set_cookie(self, response: Response, state: cookies.CookieState) -> None:
+        """Write the visitor cookie on ``response``."""
+        settings = self.settings()
+        secure = request.is_secure if settings.cookie_secure is None else settings.cookie_secure
+        response.set_cookie(
+            settings.cookie_name,
+            cookies.encode(state),
+            max_age=settings.cookie_max_age,
+            path="/",
+            domain=settings.cookie_domain,
+            secure=secure,
+            httponly=False,  # the snippet reads it
+            samesite="Lax",
+        )
+
+    def rows_of(
+        self, raws: t.Iterable[t.Any], context: Context, visitor_id: str | None
+    ) -> list[dict[str, t.Any]]:
+        """Validate raw touches and turn them into row fields; a bad one is logged and skipped."""
+        rows = []
+        for raw in raws:
+            try:
+                clean = _touch_schema.load(raw) if isinstance(raw, dict) else None
+            except ValidationError as err:
+                logger.warning("Skipping an invalid touch: %s", err.messages)
+                continue
+            row = fields(clean, context, visitor_id) if clean else None
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    def write(
+        self,
+        user_id: t.Any,
+        visitor_id: str | None,
+        rows: t.Sequence[dict[str, t.Any]],
+        claim: bool = True,
+        store_touches: bool = False,
+    ) -> bool:
+        """Write ``rows`` as the user's ``LeadSource`` rows, claiming the visitor's unclaimed
+        ``Touch`` rows too, in one transaction. Never raises: a database error is logged and
+        ``False`` returned, so the caller keeps the touches for a later request.
+        """
+        lead_table = self.LeadSource.__table__
+        touch_table = self.Touch.__table__
+        try:
+            with self.db.engine.begin() as conn:
+                if store_touches:
+                    reconcile.store_touches(conn, touch_table, rows, claimed_by=user_id)
+                claimed = (
+                    reconcile.claim_touches(conn, touch_table, visitor_id, user_id)
+                    if claim and visitor_id
+                    else []
+                )
+                inserted = reconcile.write_lead_sources(
+                    conn, lead_table, user_id, [*claimed, *rows]
+                )
+        except sa.exc.SQLAlchemyError:
+            logger.exception("Writing lead sources for user %r failed; will retry.", user_id)
+            return False
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        for row in inserted:
+            lead_source_created.send(app, lead_source=self.LeadSource(**row))
+        return True
+
+    # -- the request hook ---------------------------------------------------------------------
+
+    def _candidate(self, settings: Settings) -> tuple[dict[str, str], str] | None:
+        """The tracked parameters and external referrer of this request, if it may be a touch."""
+        if not settings.capture_querystring or request.method not in ("GET", "HEAD"):
+            return None
+        if settings.respect_gpc and request.headers.get("Sec-GPC") == "1":
+            return None
+        params: dict[str, str] = {}
+        if request.args and has_tracked(request.args.keys(), settings.custom_tags):
+            params = normalize(request.args.items(multi=True), settings.custom_tags)
+        referrer = request.headers.get("Referer", "")
+        if referrer:
+            host = host_of(referrer)
+            if not host or host == request.host.rsplit(":", 1)[0].lower():
+                referrer = ""
+        if not params and not referrer:
+            return None
+        return params, referrer
+
+    def _after_request(self, response: Response) -> Response:
+        if request.blueprint == EXTENSION or request.endpoint == "static":
+            return response
+        settings = self.settings()
+        login = g.pop(_LOGIN, None)
+        value = request.cookies.get(settings.cookie_name)
+        candidate = self._candidate(settings) if response.status_code < 500 else None
+        stashed = _has_stash()
+        if candidate is None and not value and not stashed and login is None:
+            return response  # the common case: nothing to do, nothing read or written
+        try:
+            self._track(response, settings, value, candidate, stashed, login)
+        except Exception:  # tracking must never break a page
+            logger.exception("flask-utm-tracker failed on %s; the page is unaffected.", request.path)
+        return response
+
+    def _track(
+        self,
+        response: Response,
+        settings: Settings,
+        value: str | None,
+        candidate: tuple[dict[str, str], str] | None,
+        stashed: bool,
+        login: tuple[t.Any] | None,
+    ) -> None:
+        state = cookies.decode(value)
+        changed = False
+        context = self.context(settings)
+        if candidate is not None:
+            params, referrer = candidate
+            now = now_ms()
+            raw = {"id": new_id(), "ts": now, "url": request.url, "referrer": referrer, "params": params}
+            latest = state.latest if state else None
+            if is_new_touch(params, latest, now, settings.session_timeout):
+                row = fields(raw, context, state.visitor_id if state else None)
+                if row is not None:
+                    if state is None:
+                        state = cookies.CookieState(new_id())
+                        row["visitor_id"] = state.visitor_id
+                    state.pending.append(raw)
+                    state.latest = cookies.latest_of(raw)
+                    changed = True
+                    touch_recorded.send(current_app._get_current_object(), touch=row, user_id=None)  # type: ignore[attr-defined]
+
+        pending = state.pending if state else []
+        if pending or stashed or login is not None:
+            user_id = login[0] if login is not None else self.current_user_id()
+            if user_id is not None:
+                visitor_id = state.visitor_id if state else None
+                rows = self.rows_of(pending, context, visitor_id)
+                stash = _stash()
+                extra = tuple(
+                    k
+                    for raw in stash
+                    for k in raw.get("params", {})
+                    if k not in TRACKED and k not in context.custom_tags
+                )
+                stash_context = Context(
+                    custom_tags=(*context.custom_tags, *dict.fromkeys(extra)),
+                    site_hosts=context.site_hosts,
+                    excluded=context.excluded,
+                )
+                rows += self.rows_of(stash, stash_context, visitor_id)
+                if self.write(user_id, visitor_id, rows):
+                    _clear_stash()
+                    if state is not None and state.pending:
+                        state.pending = []
+                        changed = True
+        if changed and state is not None:
+            self.set_cookie(response, state)
+
+
+def is_new_touch(
+    params: t.Mapping[str, str], latest: t.Mapping[str, t.Any] | None, now: int, timeout: int
+) -> bool:
+    """DESIGN's rule: campaign parameters or a click ID make a new touch unless identical to the
+    latest; a referral only when the latest touch is older than the session timeout (seconds).
+    """
+    if latest is None:
+        return True
+    if params:
+        return dict(params) != latest.get("params")
+    ts = latest.get("ts")
+    return not isinstance(ts, int) or now - ts > timeout * 1000
+
+
+def _on_login(sender: Flask, user: t.Any = None, **extra: t.Any) -> None:
+    state = sender.extensions.get(EXTENSION)
+    if isinstance(state, _AppState):
+        g.setdefault(_LOGIN, (state.tracker.user_id_of(user),))
+
+
+def _in_session(key: str) -> bool:
+    # dict.__contains__ does not mark a cookie session as accessed (no "Vary: Cookie" added).
+    data = session._get_current_object()  # type: ignore[attr-defined]
+    return dict.__contains__(data, key) if isinstance(data, dict) else key in data
+
+
+def _has_stash() -> bool:
+    return _in_session(SESSION_KEY) or any(_in_session(key) for key in SEED_SESSION_KEYS)
+
+
+def _stash() -> list[dict[str, t.Any]]:
+    """The touches stashed in the session: by :func:`stash_touch` and by the seed's keys."""
+    stash = session.get(SESSION_KEY)
+    raws = [raw for raw in stash if isinstance(raw, dict)] if isinstance(stash, list) else []
+    seed = {k: session[k] for k in SEED_SESSION_KEYS if isinstance(session.get(k), str)}
+    if seed:
+        id_parts = [f"{k}={v}" for k, v in sorted(seed.items())]
+        raws.append({"id": stable_id("session", *id_parts), "ts": now_ms(), "params": seed})
+    return raws
+
+
+def _clear_stash() -> None:
+    for key in (SESSION_KEY, *SEED_SESSION_KEYS):
+        if _in_session(key):
+            session.pop(key, None)
+
+
+def stash_touch(
+    *,
+    source: str | None = None,
+    medium: str | None = None,
+    campaign: str | None = None,
+    term: str | None = None,
+    content: str | None = None,
+    **custom: str,
+) -> str:
+    """Record a touch by hand (a referral link, an invite token). It becomes a ``LeadSource`` row
+    at the end of this request when the user is logged in, else at their login::
+
+        stash_touch(source="internal", medium="referral", campaign="july", term=token)
+
+    Extra keyword arguments are kept in ``custom_tags``.
+
+    :return: the touch id.
+    """
+    if not has_request_context():
+        raise RuntimeError(
+            "stash_touch() needs a request: call it from a view, not at import time or in a CLI."
+        )
+    given = {
+        "utm_source": source,
+        "utm_medium": medium,
+        "utm_campaign": campaign,
+        "utm_term": term,
+        "utm_content": content,
+    }
+    params = normalize(
+        [*given.items(), *custom.items()], tuple(k.lower() for k in custom)
+    )
+    if not params:
+        raise ValueError("stash_touch() needs at least one non-empty value, such as source=...")
+    touch_id = new_id()
+    raw = {"id": touch_id, "ts": now_ms(), "params": params}
+    stash = session.get(SESSION_KEY)
+    session[SESSION_KEY] = [*(stash if isinstance(stash, list) else []), raw]
+    touch_recorded.send(current_app._get_current_object(), touch=raw, user_id=None)  # type: ignore[attr-defined]
+    return touch_id

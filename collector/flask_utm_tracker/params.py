@@ -1,0 +1,86 @@
+"""Which query parameters are tracked, and how their names and values are normalised.
+
+The list lives in ``data/params.json``, shared with the JavaScript snippet so both halves track
+the same names. Names match case-insensitively and are kept lower-case; values are trimmed,
+utm values lower-cased, click IDs and custom tags kept as sent, and anything longer than
+:data:`MAX_VALUE_LENGTH` truncated, never rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from importlib import resources
+from urllib.parse import parse_qsl, urlsplit
+
+_DATA = json.loads(resources.files("flask_utm_tracker").joinpath("data/params.json").read_text("utf-8"))
+
+#: The utm_* parameters, in the order of their columns.
+UTM_PARAMS: tuple[str, ...] = tuple(_DATA["utm"])
+#: Ad-platform click IDs (lower-case names).
+CLICK_IDS: tuple[str, ...] = tuple(_DATA["click_ids"])
+#: Longest value kept; longer ones are truncated.
+MAX_VALUE_LENGTH: int = int(_DATA["max_value_length"])
+#: Everything tracked without configuration.
+TRACKED: frozenset[str] = frozenset(UTM_PARAMS + CLICK_IDS)
+#: Most parameters read from one query string or beacon touch (a huge one is cut short).
+MAX_PARAMS = 100
+
+
+def clean_text(value: t.Any, limit: int = MAX_VALUE_LENGTH) -> str:
+    """Return ``value`` as text that every database accepts: no NUL bytes, no lone surrogates,
+    trimmed and at most ``limit`` characters. Non-strings give ``""``.
+    """
+    if not isinstance(value, str):
+        return ""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value.strip()[:limit].strip()
+
+
+def normalize(
+    pairs: t.Iterable[tuple[t.Any, t.Any]], custom_tags: t.Collection[str] = ()
+) -> dict[str, str]:
+    """Keep the tracked parameters of ``pairs``, with normalised names and values.
+
+    The first non-empty value of a name wins, as a browser shows it in the address bar.
+
+    :param pairs: ``(name, value)`` pairs, e.g. ``request.args.items(multi=True)``.
+    :param custom_tags: extra lower-case names to keep (``UTM_TRACKER_CUSTOM_TAGS``).
+    """
+    result: dict[str, str] = {}
+    for count, (name, value) in enumerate(pairs):
+        if count >= MAX_PARAMS:
+            break
+        if not isinstance(name, str):
+            continue
+        key = name.strip().lower()
+        if key in result or (key not in TRACKED and key not in custom_tags):
+            continue
+        text = clean_text(value)
+        if not text:
+            continue
+        result[key] = text.lower() if key.startswith("utm_") else text
+    return result
+
+
+def has_tracked(names: t.Iterable[str], custom_tags: t.Collection[str] = ()) -> bool:
+    """Whether any of ``names`` is tracked: the cheap test run on every request."""
+    for name in names:
+        key = name.lower()
+        if key in TRACKED or key in custom_tags:
+            return True
+    return False
+
+
+def from_url(url: str, custom_tags: t.Collection[str] = ()) -> dict[str, str]:
+    """The tracked parameters of ``url``'s query string (``{}`` for anything unparseable)."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return {}
+    return normalize(parse_qsl(query, keep_blank_values=False), custom_tags)

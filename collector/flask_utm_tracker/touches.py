@@ -1,0 +1,162 @@
+"""One touch, from its raw form (beacon, cookie, query string, ``stash_touch``) to the row fields.
+
+A raw touch is ``{"id", "ts", "url", "referrer", "params"}`` (the beacon's shape). :func:`fields`
+turns it into the columns shared by ``LeadSource`` and ``Touch``: source and medium always filled
+(from utm_*, else a click ID, else the referrer), the GA4 channel, click IDs and custom tags.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+import typing as t
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from . import models
+from .channels import channel_for
+from .classify import classify_referrer
+from .params import CLICK_IDS, clean_text, from_url, normalize
+
+#: Click ID -> (source, medium) when no utm_* says otherwise. fbclid is "social": Facebook adds
+#: it to organic links too.
+CLICK_ID_SOURCES: dict[str, tuple[str, str]] = {
+    "gclid": ("google", "cpc"),
+    "gbraid": ("google", "cpc"),
+    "wbraid": ("google", "cpc"),
+    "dclid": ("google", "display"),
+    "msclkid": ("bing", "cpc"),
+    "ttclid": ("tiktok", "cpc"),
+    "li_fat_id": ("linkedin", "cpc"),
+    "twclid": ("twitter", "cpc"),
+    "sccid": ("snapchat", "cpc"),
+    "epik": ("pinterest", "cpc"),
+    "rdt_cid": ("reddit", "cpc"),
+    "qclid": ("quora", "cpc"),
+    "yclid": ("yandex", "cpc"),
+    "aclk": ("bing", "cpc"),
+    "irclid": ("impact", "affiliate"),
+    "irclickid": ("impact", "affiliate"),
+    "mc_cid": ("mailchimp", "email"),
+    "mc_eid": ("mailchimp", "email"),
+    "_kx": ("klaviyo", "email"),
+    "fbclid": ("facebook", "social"),
+    "igshid": ("instagram", "social"),
+    "ndclid": ("nextdoor", "cpc"),
+}
+#: Shown where a utm parameter leaves source or medium unknown, as GA4 does.
+NOT_SET = "(not set)"
+#: Oldest client time believed (2000-01-01); anything earlier or in the future becomes "now".
+EARLIEST_MS = 946_684_800_000
+#: Allowed client clock skew into the future, in milliseconds.
+FUTURE_SKEW_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the server knows when it turns a raw touch into fields."""
+
+    custom_tags: tuple[str, ...] = ()
+    site_hosts: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+
+
+def new_id() -> str:
+    """A visitor or touch id: 22 base64url characters from 128 random bits."""
+    return secrets.token_urlsafe(16)
+
+
+def stable_id(*parts: str) -> str:
+    """A touch id derived from ``parts``, for touches that must keep one id when rebuilt."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "replace")).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def host_of(url: str) -> str:
+    """The lower-case host of ``url``, or ``""``."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def timestamp(ts: t.Any) -> datetime:
+    """The client's epoch-milliseconds ``ts`` as a UTC datetime; "now" when absent or absurd."""
+    now = now_ms()
+    if isinstance(ts, bool) or not isinstance(ts, int) or not EARLIEST_MS <= ts <= now + FUTURE_SKEW_MS:
+        ts = now
+    return datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
+
+
+def fields(
+    raw: t.Mapping[str, t.Any], context: Context, visitor_id: str | None = None
+) -> dict[str, t.Any] | None:
+    """The row fields of ``raw``, or ``None`` when it is not a touch (a direct visit, an internal
+    or spam referrer, an invalid id).
+
+    :param raw: ``{"id", "ts", "url", "referrer", "params"}``; ``params`` wins over the URL's query.
+    :param context: custom tags, the site's hosts, the excluded referrers.
+    :param visitor_id: the visitor the touch came from, if known.
+    """
+    touch_id = raw.get("id")
+    if not isinstance(touch_id, str) or not 1 <= len(touch_id) <= models.ID:
+        return None
+    url = clean_text(raw.get("url"), models.URL)
+    params_in = raw.get("params")
+    if isinstance(params_in, t.Mapping) and params_in:
+        params = normalize(params_in.items(), context.custom_tags)
+    else:
+        params = from_url(url, context.custom_tags) if url else {}
+    referrer = clean_text(raw.get("referrer"), models.URL)
+    ref = (
+        classify_referrer(referrer, site_hosts=context.site_hosts, excluded=context.excluded)
+        if referrer
+        else None
+    )
+    if ref is not None and ref.medium in {"internal", "spam"}:
+        if ref.medium == "spam":
+            return None
+        ref, referrer = None, ""
+
+    click_ids = {name: params[name] for name in CLICK_IDS if name in params}
+    custom = {name: params[name] for name in context.custom_tags if name in params}
+    utm = {name: params[name] for name in models.UTM_COLUMNS if name in params}
+    if not utm and not click_ids and not custom and ref is None:
+        return None
+
+    click_source = next(
+        (CLICK_ID_SOURCES[name] for name in click_ids if name in CLICK_ID_SOURCES), None
+    )
+    fallback = click_source or ((ref.source, ref.medium) if ref is not None else None)
+    source = utm.get("utm_source") or (fallback[0] if fallback else NOT_SET)
+    medium = utm.get("utm_medium") or (fallback[1] if fallback else NOT_SET)
+    term = utm.get("utm_term") or (ref.term if ref is not None and ref.term else "")
+    row: dict[str, t.Any] = {
+        "touch_id": touch_id,
+        "visitor_id": visitor_id,
+        "source": source[: models.SHORT],
+        "medium": medium[: models.SHORT],
+        "campaign": utm.get("utm_campaign", ""),
+        "term": clean_text(term),
+        "content": utm.get("utm_content", ""),
+        "utm_id": utm.get("utm_id"),
+        "source_platform": utm.get("utm_source_platform"),
+        "creative_format": utm.get("utm_creative_format"),
+        "marketing_tactic": utm.get("utm_marketing_tactic"),
+        "click_ids": click_ids,
+        "custom_tags": custom,
+        "referrer": referrer or None,
+        "landing_url": url or None,
+        "timestamp": timestamp(raw.get("ts")),
+    }
+    for name in models.CLICK_ID_COLUMNS:
+        row[name] = click_ids.get(name)
+    row["channel"] = channel_for(source, medium, row["campaign"] or None, click_ids)
+    return row

@@ -1,0 +1,185 @@
+"""The blueprint: ``POST /beacon``, ``GET /snippet.js``, the dashboard, ``GET /openapi.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import typing as t
+from importlib import resources
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from marshmallow import ValidationError
+
+from . import cookie as cookies
+from . import reconcile
+from .schemas import MAX_BODY, BeaconSchema
+from .signals import touch_recorded
+
+if t.TYPE_CHECKING:
+    from .extension import UTMTracker
+
+logger = logging.getLogger("flask_utm_tracker")
+_beacon_schema = BeaconSchema()
+#: ``Cache-Control`` max-age of ``snippet.js`` (it is revalidated with its ETag after that).
+SNIPPET_MAX_AGE = 3600
+
+
+class BeaconError(Exception):
+    """A beacon answered with a 4xx or 5xx and a JSON body."""
+
+    def __init__(self, status: int, message: str, details: t.Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, message: str, details: t.Any = None) -> Response:
+    body: dict[str, t.Any] = {"error": message}
+    if details:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = "30"
+    return response
+
+
+def _same_origin(origin: str) -> bool:
+    return origin == f"{request.scheme}://{request.host}"
+
+
+def _cors(response: Response, origin: str | None, allowed: frozenset[str]) -> Response:
+    if origin and origin in allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.vary.add("Origin")
+    return response
+
+
+def read_beacon() -> dict[str, t.Any]:
+    """Read and validate the beacon body (``text/plain`` or ``application/json``).
+
+    :raises BeaconError: 413 past :data:`~flask_utm_tracker.schemas.MAX_BODY` bytes, 415 for
+        another content type, 400 for anything that is not a valid beacon.
+    """
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise BeaconError(413, f"The beacon body is larger than {MAX_BODY} bytes.")
+    mimetype = request.mimetype
+    if mimetype not in ("", "text/plain", "application/json"):
+        raise BeaconError(415, "Send the beacon as text/plain or application/json.")
+    body = request.stream.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise BeaconError(413, f"The beacon body is larger than {MAX_BODY} bytes.")
+    if not body.strip():
+        raise BeaconError(400, "The beacon body is empty; send a JSON object.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BeaconError(400, "The beacon body is not valid UTF-8.") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise BeaconError(400, "The beacon body is nested too deeply.") from None
+    except ValueError as err:
+        raise BeaconError(400, f"The beacon body is not valid JSON: {err}.") from None
+    if not isinstance(data, dict):
+        raise BeaconError(400, "The beacon body must be a JSON object with 'v' and 'touches'.")
+    try:
+        return t.cast(dict[str, t.Any], _beacon_schema.load(data))
+    except ValidationError as err:
+        raise BeaconError(400, "The beacon is invalid.", err.messages) from None
+    except RecursionError:
+        raise BeaconError(400, "The beacon body is nested too deeply.") from None
+
+
+def make_blueprint(tracker: UTMTracker) -> Blueprint:
+    """The extension's blueprint, named ``utm_tracker``."""
+    bp = Blueprint("utm_tracker", __name__, template_folder="templates")
+
+    @bp.route("/beacon", methods=["POST", "OPTIONS"])
+    def beacon() -> Response:
+        settings = tracker.settings()
+        origin = request.headers.get("Origin")
+        cross = bool(origin) and not _same_origin(origin or "")
+        if cross and origin not in settings.allowed_origins:
+            return error_response(
+                403,
+                f"Origin {origin} may not send beacons; add it to UTM_TRACKER_ALLOWED_ORIGINS.",
+            )
+        if request.method == "OPTIONS":
+            response = Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "POST"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            response.headers["Access-Control-Max-Age"] = "86400"
+            return _cors(response, origin, settings.allowed_origins)
+        try:
+            response = _ingest(tracker)
+        except BeaconError as err:
+            response = error_response(err.status, err.message, err.details)
+        return _cors(response, origin, settings.allowed_origins)
+
+    @bp.route("/snippet.js")
+    def snippet() -> Response:
+        path = resources.files("flask_utm_tracker").joinpath("static/snippet.js")
+        if not path.is_file():
+            return error_response(404, "snippet.js is not built; run `npm run build`.")
+        response = send_file(
+            str(path), mimetype="text/javascript", max_age=SNIPPET_MAX_AGE, conditional=True
+        )
+        response.cache_control.public = True
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    from .dashboard import register as register_dashboard
+
+    register_dashboard(bp, tracker)
+    return bp
+
+
+def _ingest(tracker: UTMTracker) -> Response:
+    """Store a beacon: ``Touch`` rows, and ``LeadSource`` rows at once when authenticated."""
+    settings = tracker.settings()
+    if settings.respect_gpc and request.headers.get("Sec-GPC") == "1":
+        # Global Privacy Control: acknowledged, nothing read or stored.
+        request.stream.read(MAX_BODY + 1)
+        return Response(status=204)
+    beacon = read_beacon()
+    visitor_id: str = beacon["v"]
+    context = tracker.context(settings)
+    rows = tracker.rows_of(beacon["touches"], context, visitor_id)
+
+    state = cookies.decode(request.cookies.get(settings.cookie_name))
+    if state is None or state.visitor_id != visitor_id:
+        state = cookies.CookieState(visitor_id)
+
+    user_id = tracker.current_user_id()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if rows:
+        touch_table = tracker.Touch.__table__
+        if user_id is not None:
+            # Authenticated (session or request_loader): Touch rows claimed and LeadSource rows
+            # for these touches, the cookie's pending ones and the visitor's unclaimed ones.
+            pending = tracker.rows_of(state.pending, context, visitor_id)
+            if not tracker.write(user_id, visitor_id, [*rows, *pending], store_touches=True):
+                raise BeaconError(503, "The database is unavailable; the beacon was not stored.")
+            state.pending = []
+            stored = rows
+        else:
+            try:
+                with tracker.db.engine.begin() as conn:
+                    held = reconcile.count_touches(conn, touch_table, visitor_id)
+                    room = max(settings.max_touches_per_visitor - held, 0)
+                    stored = reconcile.store_touches(conn, touch_table, rows[:room])
+            except sa.exc.SQLAlchemyError:
+                logger.exception("Storing a beacon failed.")
+                raise BeaconError(
+                    503, "The database is unavailable; the beacon was not stored."
+                ) from None
+        for row in stored:
+            touch_recorded.send(app, touch=row, user_id=user_id)
+    response = Response(status=204)
+    tracker.set_cookie(response, state)
+    return response
