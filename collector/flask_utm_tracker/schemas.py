@@ -15,6 +15,13 @@ MAX_TOUCHES = 50
 MAX_BODY = 16 * 1024
 
 _id = validate.Regexp(ID_RE.pattern + r"\Z", error="Must be 1 to 64 characters of [A-Za-z0-9_-].")
+#: The id pattern as JSON Schema writes it (ECMA-262 regex).
+_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+
+
+def _max_params(value: dict[str, str]) -> None:
+    if len(value) > MAX_PARAMS:
+        raise ValidationError(f"At most {MAX_PARAMS} parameters per touch.")
 
 
 class TouchSchema(Schema):
@@ -23,7 +30,11 @@ class TouchSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    id = fields.String(required=True, validate=_id, metadata={"description": "The touch id."})
+    id = fields.String(
+        required=True,
+        validate=_id,
+        metadata={"description": "The touch id.", "pattern": _ID_PATTERN},
+    )
     ts = fields.Integer(
         strict=True,
         load_default=None,
@@ -41,8 +52,11 @@ class TouchSchema(Schema):
         keys=fields.String(validate=validate.Length(max=100)),
         values=fields.String(validate=validate.Length(max=4096)),
         load_default=None,
-        validate=validate.Length(max=MAX_PARAMS),
-        metadata={"description": "Tracked query parameters: utm_*, click IDs, custom tags."},
+        validate=_max_params,
+        metadata={
+            "description": "Tracked query parameters: utm_*, click IDs, custom tags.",
+            "maxProperties": MAX_PARAMS,
+        },
     )
 
     @validates_schema
@@ -57,7 +71,11 @@ class BeaconSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    v = fields.String(required=True, validate=_id, metadata={"description": "The visitor id."})
+    v = fields.String(
+        required=True,
+        validate=_id,
+        metadata={"description": "The visitor id.", "pattern": _ID_PATTERN},
+    )
     touches = fields.List(
         fields.Nested(TouchSchema),
         required=True,

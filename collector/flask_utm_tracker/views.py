@@ -135,7 +135,10 @@ def make_blueprint(tracker: UTMTracker) -> Blueprint:
 
     from .dashboard import register as register_dashboard
 
+    from .openapi import register as register_openapi
+
     register_dashboard(bp, tracker)
+    register_openapi(bp, tracker)
     return bp
 
 
