@@ -117,6 +117,8 @@ class _HostIndex:
         self.exact: dict[str, list[_Slot]] = {}
         self.any_tld: dict[str, list[_Slot]] = {}
         self.glob: dict[str, list[tuple[re.Pattern[str], _Slot]]] = {}
+        #: The mediums of each source name, in the order of the lists that name it.
+        self.names: dict[str, list[str]] = {}
 
     def add(self, pattern: str, entry: _Entry, subdomains: bool = True) -> None:
         """Add one host pattern (``google.{}``, ``x.com/i/grok``, ``webmail*.orange.fr``).
@@ -124,6 +126,9 @@ class _HostIndex:
         :param subdomains: whether the pattern covers the subdomains of its host (a leading
             ``{}.`` always does).
         """
+        mediums = self.names.setdefault(entry.source, [])
+        if entry.medium not in mediums:
+            mediums.append(entry.medium)
         host, _, path = pattern.strip().lower().partition("/")
         labels = host.split(".")
         if labels[0] == "{}":
@@ -240,6 +245,60 @@ def _index() -> tuple[_HostIndex, frozenset[str]]:
         if line.strip() and not line.startswith("#")
     )
     return index, spam
+
+
+#: The GA4 source category of each referrer medium that has one.
+_CATEGORY_OF_MEDIUM = {"organic": "search", "social": "social", "ai": "ai"}
+
+
+@functools.cache
+def _categories() -> tuple[_HostIndex, dict[str, str]]:
+    """The shopping and video hosts, and every category by lower-case name (first list wins)."""
+    data: dict[str, t.Any] = yaml.safe_load(_read("source-categories.yml")) or {}
+    index = _HostIndex()
+    names: dict[str, str] = {}
+    for category in ("shopping", "video"):
+        for name, hosts in (data.get(category) or {}).items():
+            names.setdefault(_source_name(str(name)), category)
+            for host in hosts or ():
+                index.add(str(host), _Entry(category, _source_name(str(name))))
+    for category, aliases in (data.get("aliases") or {}).items():
+        for alias in aliases or ():
+            names.setdefault(_source_name(str(alias)), str(category))
+    for source, mediums in _index()[0].names.items():
+        for medium in mediums:
+            if medium in _CATEGORY_OF_MEDIUM:
+                names.setdefault(source, _CATEGORY_OF_MEDIUM[medium])
+                break
+    return index, names
+
+
+def source_category(source: str | None) -> str | None:
+    """Tell which kind of site a source is, as GA4's channel grouping needs it.
+
+    :param source: a ``utm_source`` value or the source :func:`classify_referrer` gave: a name
+        (``"google"``, ``"youtube"``, ``"fb"``) or a host (``"m.facebook.com"``, ``"amazon.de"``).
+    :return: ``"shopping"``, ``"video"``, ``"ai"``, ``"social"``, ``"search"`` or None. Each
+        source has one category: shopping and video sites win over the social and search lists.
+    """
+    if not source or not isinstance(source, str):
+        return None
+    name = " ".join(source.replace("!", " ").split()).lower()
+    index, names = _categories()
+    category = names.get(name)
+    if category is not None or " " in name or "." not in name:
+        return category
+    try:
+        split = _split(f"https://{name}/")
+    except (ValueError, UnicodeError):
+        return None
+    if split is None:
+        return None
+    labels = split[0].split(".")
+    for match in index.matches(labels, "/"):
+        return match.entry.medium
+    referrer = classify_referrer(f"https://{name}/")
+    return _CATEGORY_OF_MEDIUM.get(referrer.medium) if referrer else None
 
 
 def _clean(value: str) -> str | None:
