@@ -40,17 +40,14 @@ class TouchSchema(Schema):
         load_default=None,
         metadata={"description": "When the touch happened, client clock, epoch milliseconds."},
     )
-    url = fields.String(
-        load_default=None, validate=validate.Length(max=8192), metadata={"description": "Landing URL."}
-    )
+    # Over-long values are truncated when stored, never rejected: the body limit bounds them.
+    url = fields.String(load_default=None, metadata={"description": "Landing URL."})
     referrer = fields.String(
-        load_default=None,
-        validate=validate.Length(max=8192),
-        metadata={"description": "document.referrer, when external."},
+        load_default=None, metadata={"description": "document.referrer, when external."}
     )
     params = fields.Dict(
         keys=fields.String(validate=validate.Length(max=100)),
-        values=fields.String(validate=validate.Length(max=4096)),
+        values=fields.String(),
         load_default=None,
         validate=_max_params,
         metadata={

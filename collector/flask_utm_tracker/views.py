@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import typing as t
 from importlib import resources
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from . import cookie as cookies
@@ -95,6 +97,13 @@ def read_beacon() -> dict[str, t.Any]:
         raise BeaconError(400, "The beacon body is nested too deeply.") from None
 
 
+@functools.lru_cache(maxsize=1)
+def _snippet_bytes() -> bytes | None:
+    """The built snippet, read once per process."""
+    path = resources.files("flask_utm_tracker").joinpath("static/snippet.js")
+    return path.read_bytes() if path.is_file() else None
+
+
 def make_blueprint(tracker: UTMTracker) -> Blueprint:
     """The extension's blueprint, named ``utm_tracker``."""
     bp = Blueprint("utm_tracker", __name__, template_folder="templates")
@@ -123,15 +132,15 @@ def make_blueprint(tracker: UTMTracker) -> Blueprint:
 
     @bp.route("/snippet.js")
     def snippet() -> Response:
-        path = resources.files("flask_utm_tracker").joinpath("static/snippet.js")
-        if not path.is_file():
+        body = _snippet_bytes()
+        if body is None:
             return error_response(404, "snippet.js is not built; run `npm run build`.")
-        response = send_file(
-            str(path), mimetype="text/javascript", max_age=SNIPPET_MAX_AGE, conditional=True
-        )
+        response = Response(body, mimetype="text/javascript")
+        response.set_etag(hashlib.sha256(body).hexdigest()[:32])
         response.cache_control.public = True
+        response.cache_control.max_age = SNIPPET_MAX_AGE
         response.headers["Access-Control-Allow-Origin"] = "*"
-        return response
+        return response.make_conditional(request)
 
     from .dashboard import register as register_dashboard
 
