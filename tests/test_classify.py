@@ -1,0 +1,252 @@
+"""classify_referrer and source_category: every medium, search terms, internal hosts, spam and
+hostile input, on representative real referrers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flask_utm_tracker.classify import Referrer, classify_referrer, source_category
+
+
+@pytest.mark.parametrize(
+    ("url", "medium", "source", "term"),
+    [
+        # Search engines: Matomo's list, "{}" as any TLD, the term from the engine's parameters.
+        ("https://www.google.com/", "organic", "google", None),
+        ("https://www.google.co.uk/search?q=flask+utm", "organic", "google", "flask utm"),
+        ("https://google.de/search?hl=de&q=caf%C3%A9", "organic", "google", "café"),
+        ("https://www.bing.com/search?q=utm+tracker", "organic", "bing", "utm tracker"),
+        ("https://www.bing.com/images/search?q=cats", "organic", "bing images", "cats"),
+        ("https://duckduckgo.com/", "organic", "duckduckgo", None),
+        ("https://yandex.ru/search/?text=flask", "organic", "yandex", "flask"),
+        ("https://es.search.yahoo.com/search?p=tarot", "organic", "yahoo", "tarot"),
+        ("https://www.ecosia.org/search?q=trees", "organic", "ecosia", "trees"),
+        ("https://search.brave.com/search?q=brave", "organic", "brave", "brave"),
+        # A regex in the list finds the term in the path.
+        ("https://1.cz/s/hledam/", "organic", "1.cz", "hledam"),
+        # A search engine names its own hosts only: its other subdomains are plain websites,
+        # unless the URL carries a search term.
+        ("https://docs.google.com/document/d/1", "referral", "docs.google.com", None),
+        ("https://sites.google.com/view/x", "referral", "sites.google.com", None),
+        ("https://news.google.com/", "organic", "google news", None),
+        # Socials, subdomains included; Facebook is a search engine only with ?q=.
+        ("https://www.facebook.com/", "social", "facebook", None),
+        ("https://l.facebook.com/l.php?u=https%3A%2F%2Fexample.com", "social", "facebook", None),
+        ("https://m.facebook.com/", "social", "facebook", None),
+        ("https://www.facebook.com/search/?q=flask", "organic", "facebook", "flask"),
+        ("https://t.co/abc", "social", "twitter", None),
+        ("https://x.com/someone", "social", "twitter", None),
+        ("https://www.linkedin.com/feed/", "social", "linkedin", None),
+        ("https://lnkd.in/abc", "social", "linkedin", None),
+        ("https://old.reddit.com/r/flask", "social", "reddit", None),
+        ("https://someone.tumblr.com/", "social", "tumblr", None),
+        ("https://linktr.ee/someone", "social", "linktree", None),
+        # AI assistants, and a path that makes x.com an assistant.
+        ("https://chatgpt.com/", "ai", "chatgpt", None),
+        ("https://chat.openai.com/c/1", "ai", "chatgpt", None),
+        ("https://claude.ai/chat/1", "ai", "claude", None),
+        ("https://www.perplexity.ai/search/abc", "ai", "perplexity", None),
+        ("https://gemini.google.com/app", "ai", "gemini", None),
+        ("https://x.com/i/grok?conversation=1", "ai", "grok", None),
+        ("https://poe.com/", "ai", "poe", None),
+        # Webmail: our list, more specific than a search engine's host.
+        ("https://mail.google.com/mail/u/0/", "email", "gmail", None),
+        ("https://outlook.live.com/mail/0/inbox", "email", "outlook", None),
+        ("https://co106w.col106.mail.live.com/default.aspx", "email", "outlook", None),
+        ("https://mail.yahoo.com/d/folders/1", "email", "yahoo mail", None),
+        ("https://mail.proton.me/u/0/inbox", "email", "proton mail", None),
+        ("https://e.mail.ru/inbox/", "email", "mail.ru", None),
+        ("https://deref-gmx.net/mail/client/x/dereferrer/", "email", "gmx", None),
+        ("https://lightmailer.gmx.co.uk/", "email", "gmx", None),
+        ("https://webmail1m.orange.fr/webmail/fr_FR/read.html", "email", "orange", None),
+        ("https://email.ionos.co.uk", "email", "ionos", None),
+        ("https://email.seznam.cz/", "email", "seznam email", None),
+        ("https://www.icloud.com/mail/", "email", "icloud mail", None),
+        # go.mail.ru is the search engine, not the mail.
+        ("https://go.mail.ru/search?q=test", "organic", "mailru", "test"),
+        # suche.web.de is search, web.de is mail.
+        ("https://3c.web.de/mail/client", "email", "web.de", None),
+        # Ad-serving hosts.
+        ("https://tpc.googlesyndication.com/", "paid", "google", None),
+        ("https://ad.doubleclick.net/ddm/clk/1", "paid", "google", None),
+        ("https://www.googleadservices.com/pagead/aclk?sa=L", "paid", "google", None),
+        ("https://adservice.google.co.uk/", "paid", "google", None),
+        ("https://www.google.com/aclk?sa=l&q=shoes", "paid", "google", None),
+        ("https://www.bing.com/aclk?ld=1", "paid", "bing", None),
+        ("https://trc.taboola.com/", "paid", "taboola", None),
+        # Any other site: its host without "www.".
+        ("https://news.ycombinator.com/item?id=1", "social", "hacker news", None),
+        ("https://www.example.org/blog/post", "referral", "example.org", None),
+        ("http://blog.example.org:8080/x", "referral", "blog.example.org", None),
+        ("https://WWW.Example.ORG./", "referral", "example.org", None),
+        ("https://www.com/", "referral", "www.com", None),
+        ("https://127.0.0.1:5000/", "referral", "127.0.0.1", None),
+        ("https://google.evil.com/search?q=x", "referral", "google.evil.com", None),
+        # Referrer spam (Matomo's list), subdomains included.
+        ("http://0n-line.tv/", "spam", "0n-line.tv", None),
+        ("https://www.0n-line.tv/page", "spam", "0n-line.tv", None),
+    ],
+)
+def test_classify(url: str, medium: str, source: str, term: str | None) -> None:
+    assert classify_referrer(url) == Referrer(medium, source, term)
+
+
+@pytest.mark.parametrize(
+    ("url", "medium"),
+    [
+        ("https://shop.example.com/", "internal"),
+        ("https://SHOP.example.com:443/cart", "internal"),
+        ("https://example.com/", "referral"),  # the site's hosts match exactly
+        ("https://blog.shop.example.com/", "referral"),
+        ("https://checkout.stripe.com/pay/cs_1", "internal"),
+        ("https://www.paypal.com/checkoutnow", "internal"),
+        ("https://paypal.com/", "internal"),
+        ("https://notpaypal.com/", "referral"),
+        ("https://stripe.com/", "referral"),
+        # Excluding wins over every list.
+        ("https://accounts.google.com/", "internal"),
+    ],
+)
+def test_internal(url: str, medium: str) -> None:
+    site = ["shop.example.com"]
+    excluded = ["checkout.stripe.com", "paypal.com", "accounts.google.com"]
+    result = classify_referrer(url, site_hosts=site, excluded=excluded)
+    assert result is not None
+    assert result.medium == medium
+
+
+def test_internal_hosts_normalised() -> None:
+    result = classify_referrer("https://www.example.com/", site_hosts=["WWW.Example.com:5000"])
+    assert result == Referrer("internal", "example.com")
+    result = classify_referrer("https://a.pay.example/", excluded=iter(["https://Pay.Example/"]))
+    assert result is not None and result.medium == "internal"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,
+        "",
+        "   ",
+        "example.com",
+        "/relative/path",
+        "ftp://example.com/",
+        "android-app://com.google.android.gm/",
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "https://",
+        "https:///path",
+        "http://[::1",
+        "https://exa mple.com/",
+        "https://exa\x00mple.com/",
+        "https://\ud800.com/",
+        "https://" + "a" * 300 + ".com/",
+        "https://..../",
+        "https://user:pass@/",
+    ],
+)
+def test_not_a_referrer(url: str | None) -> None:
+    assert classify_referrer(url) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.google.com/search?q=\x00\ud800" + "x" * 10_000,
+        "https://www.google.com/search?q=%ED%A0%80%00%FF%" + "%" * 5000,
+        "https://1.cz/s/%ZZ%" + "/" * 5000,
+        "https://www.google.com/" + "é" * 10_000,
+        "https://www.example.com/?" + "&".join(["a=b"] * 5000),
+        "http://[::1]:80/",
+        "http://[v1.x]/",
+        "https://example.com:99999/",
+        "https://example.com:port/",
+        "https://münchen.de/",
+        "https://xn--mnchen-3ya.de/",
+        "\ud800\udfff\x00",
+        "https://\u202egoogle.com/",
+        "HTTPS://WWW.GOOGLE.COM/SEARCH?Q=X",
+        "https://" + "a." * 200 + "com",
+    ],
+)
+def test_hostile_never_raises(url: str) -> None:
+    result = classify_referrer(url)
+    if result is not None:
+        assert result.medium in {"organic", "social", "email", "ai", "paid", "referral", "spam"}
+        for text in (result.source, result.term or ""):
+            text.encode("utf-8")  # storable: no lone surrogates
+            assert "\x00" not in text
+            assert len(text) <= 255
+
+
+def test_term_is_cleaned() -> None:
+    result = classify_referrer("https://www.google.com/search?q=%00a%20%20b%0A" + "c" * 400)
+    assert result is not None
+    assert result.term is not None
+    assert result.term.startswith("a b c")
+    assert len(result.term) == 255
+
+
+def test_term_from_the_first_listed_parameter() -> None:
+    # Google's params are ["q"]: other parameters carry no term.
+    assert classify_referrer("https://www.google.com/search?oq=x") == Referrer("organic", "google")
+    result = classify_referrer("https://www.google.com/search?q=&q=second")
+    assert result == Referrer("organic", "google", "second")
+
+
+def test_fast() -> None:
+    classify_referrer("https://warm.up/")  # loads the lists
+    urls = [
+        "https://www.google.co.uk/search?q=x",
+        "https://deep.sub.domain.example.org/path?x=1",
+        "https://l.facebook.com/l.php?u=x",
+        "https://mail.google.com/",
+    ] * 2500
+    start = time.perf_counter()
+    for url in urls:
+        classify_referrer(url, site_hosts=("example.com",), excluded=("paypal.com",))
+    assert time.perf_counter() - start < 2.0  # about 10 µs a call; generous for slow CI
+
+
+@pytest.mark.parametrize(
+    ("source", "category"),
+    [
+        ("google", "search"),
+        ("Google", "search"),
+        ("bing", "search"),
+        ("yahoo", "search"),
+        ("duckduckgo", "search"),
+        ("google.co.uk", "search"),
+        ("www.google.com", "search"),
+        ("facebook", "social"),
+        ("m.facebook.com", "social"),
+        ("fb", "social"),
+        ("ig", "social"),
+        ("instagram", "social"),
+        ("linkedin", "social"),
+        ("t.co", "social"),
+        ("tiktok", "social"),
+        ("youtube", "video"),
+        ("m.youtube.com", "video"),
+        ("yt", "video"),
+        ("vimeo", "video"),
+        ("twitch.tv", "video"),
+        ("amazon", "shopping"),
+        ("amazon.co.uk", "shopping"),
+        ("google shopping", "shopping"),
+        ("igshopping", "shopping"),
+        ("ebay.de", "shopping"),
+        ("chatgpt", "ai"),
+        ("chatgpt.com", "ai"),
+        ("perplexity", "ai"),
+        ("newsletter", None),
+        ("docs.google.com", None),
+        ("example.com", None),
+        ("", None),
+        (None, None),
+        ("\ud800.\x00", None),
+    ],
+)
+def test_source_category(source: str | None, category: str | None) -> None:
+    assert source_category(source) == category
