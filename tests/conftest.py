@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from flask import Flask, request
 from flask_login import LoginManager, UserMixin, login_user, logout_user
 from flask_sqlalchemy import SQLAlchemy
-
 from flask_utm_tracker import UTMTracker
 
 POSTGRES_VAR = "UTM_TRACKER_TEST_POSTGRES"

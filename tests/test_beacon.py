@@ -7,7 +7,6 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
-
 from flask_utm_tracker import cookie as cookies
 
 from .conftest import HostApp
@@ -114,8 +113,15 @@ BAD_BODIES: list[tuple[str, t.Any, int]] = [
     ("json null", b"null", 400),
     ("nested 5,000 deep", DEEP.encode(), 400),
     ("nested object 2,500 deep", ('{"v":' * 2500 + "1" + "}" * 2500).encode(), 400),
-    ("nested in a touch", json.dumps({"v": VISITOR, "touches": [{"id": "a", "params": {}}]})[:-3].encode()
-     + b'"x": ' + b"[" * 3000 + b"]" * 3000 + b"}]}", 400),
+    (
+        "nested in a touch",
+        json.dumps({"v": VISITOR, "touches": [{"id": "a", "params": {}}]})[:-3].encode()
+        + b'"x": '
+        + b"[" * 3000
+        + b"]" * 3000
+        + b"}]}",
+        400,
+    ),
     ("missing v", json.dumps({"touches": [touch(1)]}).encode(), 400),
     ("missing touches", json.dumps({"v": VISITOR}).encode(), 400),
     ("empty touches", json.dumps({"v": VISITOR, "touches": []}).encode(), 400),
@@ -124,16 +130,61 @@ BAD_BODIES: list[tuple[str, t.Any, int]] = [
     ("v too long", json.dumps({"v": "a" * 65, "touches": [touch(1)]}).encode(), 400),
     ("touches not a list", json.dumps({"v": VISITOR, "touches": {"id": "x"}}).encode(), 400),
     ("touch not an object", json.dumps({"v": VISITOR, "touches": ["x"]}).encode(), 400),
-    ("touch without url or params", json.dumps({"v": VISITOR, "touches": [{"id": "a"}]}).encode(), 400),
-    ("touch id missing", json.dumps({"v": VISITOR, "touches": [{"url": "https://a.b/?utm_source=x"}]}).encode(), 400),
-    ("ts a string", json.dumps({"v": VISITOR, "touches": [touch(1, ts="yesterday")]}).encode(), 400),
+    (
+        "touch without url or params",
+        json.dumps({"v": VISITOR, "touches": [{"id": "a"}]}).encode(),
+        400,
+    ),
+    (
+        "touch id missing",
+        json.dumps({"v": VISITOR, "touches": [{"url": "https://a.b/?utm_source=x"}]}).encode(),
+        400,
+    ),
+    (
+        "ts a string",
+        json.dumps({"v": VISITOR, "touches": [touch(1, ts="yesterday")]}).encode(),
+        400,
+    ),
     ("ts a float", json.dumps({"v": VISITOR, "touches": [touch(1, ts=1.5)]}).encode(), 400),
-    ("params not strings", json.dumps({"v": VISITOR, "touches": [touch(1, params={"utm_source": 1})]}).encode(), 400),
-    ("params a list", json.dumps({"v": VISITOR, "touches": [touch(1, params=["utm_source"])]}).encode(), 400),
-    ("51 touches", json.dumps({"v": VISITOR, "touches": [{"id": f"t{i}", "params": {"utm_source": "x"}} for i in range(51)]}).encode(), 400),
-    ("5,000 touches", json.dumps({"v": VISITOR, "touches": [{"id": "t", "params": {}}] * 5000}).encode(), 413),
-    ("2 MB", json.dumps({"v": VISITOR, "touches": [touch(1, url="https://a.b/?" + "x" * 2_000_000)]}).encode(), 413),
-    ("huge integer", b'{"v": "abc", "touches": [{"id": "a", "ts": 1' + b"0" * 5000 + b', "url": "https://a.b/"}]}', 400),
+    (
+        "params not strings",
+        json.dumps({"v": VISITOR, "touches": [touch(1, params={"utm_source": 1})]}).encode(),
+        400,
+    ),
+    (
+        "params a list",
+        json.dumps({"v": VISITOR, "touches": [touch(1, params=["utm_source"])]}).encode(),
+        400,
+    ),
+    (
+        "51 touches",
+        json.dumps(
+            {
+                "v": VISITOR,
+                "touches": [{"id": f"t{i}", "params": {"utm_source": "x"}} for i in range(51)],
+            }
+        ).encode(),
+        400,
+    ),
+    (
+        "5,000 touches",
+        json.dumps({"v": VISITOR, "touches": [{"id": "t", "params": {}}] * 5000}).encode(),
+        413,
+    ),
+    (
+        "2 MB",
+        json.dumps(
+            {"v": VISITOR, "touches": [touch(1, url="https://a.b/?" + "x" * 2_000_000)]}
+        ).encode(),
+        413,
+    ),
+    (
+        "huge integer",
+        b'{"v": "abc", "touches": [{"id": "a", "ts": 1'
+        + b"0" * 5000
+        + b', "url": "https://a.b/"}]}',
+        400,
+    ),
 ]
 
 
@@ -247,10 +298,14 @@ def test_cross_origin_needs_the_allow_list(db_url: str) -> None:
     assert ok.status_code == 204
     assert ok.headers["Access-Control-Allow-Origin"] == "https://www.example.com"
     assert ok.headers["Access-Control-Allow-Credentials"] == "true"
-    evil = beacon(client, {"v": VISITOR, "touches": [touch(2)]}, headers={"Origin": "https://evil.test"})
+    evil = beacon(
+        client, {"v": VISITOR, "touches": [touch(2)]}, headers={"Origin": "https://evil.test"}
+    )
     assert evil.status_code == 403
     assert "Access-Control-Allow-Origin" not in evil.headers
-    same = beacon(client, {"v": VISITOR, "touches": [touch(3)]}, headers={"Origin": "http://localhost"})
+    same = beacon(
+        client, {"v": VISITOR, "touches": [touch(3)]}, headers={"Origin": "http://localhost"}
+    )
     assert same.status_code == 204
     assert [s.touch_id for s in touches(env)] == ["touch-1", "touch-3"]
     preflight = client.options("/utm/beacon", headers={"Origin": "https://www.example.com"})

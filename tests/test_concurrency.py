@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-import pytest
 
+import pytest
 from flask_utm_tracker import cookie as cookies
 
 from .conftest import HostApp
@@ -64,5 +64,3 @@ def test_lead_sources_unique_per_user_and_touch(env: HostApp) -> None:
     with env.app.app_context(), pytest.raises(sa.exc.IntegrityError):
         env.db.session.add(env.tracker.LeadSource(user_id=row.user_id, touch_id=row.touch_id))
         env.db.session.commit()
-
-

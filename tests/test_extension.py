@@ -6,7 +6,6 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
-
 from flask_utm_tracker import ConfigError, UTMTracker, lead_source_created, stash_touch
 from flask_utm_tracker import cookie as cookies
 
@@ -176,13 +175,17 @@ def test_seed_session_keys_and_stash_touch(env: HostApp) -> None:
 
     @app.route("/partner/<token>")
     def partner(token: str) -> str:
-        return stash_touch(source="partner", medium="referral", term=token, content="Buy-Me", ref=token)
+        return stash_touch(
+            source="partner", medium="referral", term=token, content="Buy-Me", ref=token
+        )
 
     client = app.test_client()
     client.get("/invite/TOKEN1")
     client.get("/partner/Tok2")
     login(client)
-    got = sorted((r.source, r.medium, r.campaign, r.term, r.content, r.custom_tags) for r in rows(env))
+    got = sorted(
+        (r.source, r.medium, r.campaign, r.term, r.content, r.custom_tags) for r in rows(env)
+    )
     assert got == [
         ("internal", "referral", "july", "token1", "", {}),
         ("partner", "referral", "", "tok2", "buy-me", {"ref": "Tok2"}),

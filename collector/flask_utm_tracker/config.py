@@ -33,7 +33,7 @@ CAPTURE_QUERYSTRING = True
 RESPECT_GPC = True
 #: Other host names of this site, never counted as referrers (the request's own host always is).
 SITE_HOSTS: list[str] = []
-#: Referrer domains that never make a touch (payment gateways, identity providers), sub-domains included.
+#: Referrer domains that never make a touch (payment gateways, sign-in providers), sub-domains too.
 EXCLUDED_REFERRERS: list[str] = [
     "checkout.stripe.com",
     "paypal.com",
@@ -125,7 +125,9 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
     return Settings(
         url_prefix=prefix,
         custom_tags=tuple(
-            dict.fromkeys(tag.lower() for tag in _as_list(PREFIX + "CUSTOM_TAGS", get("CUSTOM_TAGS")))
+            dict.fromkeys(
+                tag.lower() for tag in _as_list(PREFIX + "CUSTOM_TAGS", get("CUSTOM_TAGS"))
+            )
         ),
         cookie_name=str(get("COOKIE_NAME")),
         cookie_domain=get("COOKIE_DOMAIN") or None,
@@ -138,8 +140,7 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
         respect_gpc=bool(get("RESPECT_GPC")),
         site_hosts=tuple(h.lower() for h in _as_list(PREFIX + "SITE_HOSTS", get("SITE_HOSTS"))),
         excluded_referrers=tuple(
-            h.lower()
-            for h in _as_list(PREFIX + "EXCLUDED_REFERRERS", get("EXCLUDED_REFERRERS"))
+            h.lower() for h in _as_list(PREFIX + "EXCLUDED_REFERRERS", get("EXCLUDED_REFERRERS"))
         ),
         session_timeout=_as_int(PREFIX + "SESSION_TIMEOUT", get("SESSION_TIMEOUT")),
         retention_days=_as_int(PREFIX + "RETENTION_DAYS", get("RETENTION_DAYS")),

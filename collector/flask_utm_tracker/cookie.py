@@ -21,7 +21,7 @@ import re
 import typing as t
 from dataclasses import dataclass, field
 
-#: Longest encoded value written (browsers keep 4,096 bytes per cookie, name and attributes included).
+#: Longest encoded value written (browsers keep 4,096 bytes per cookie, attributes included).
 MAX_LENGTH = 3800
 #: Longest encoded value read; anything longer is ignored.
 READ_LIMIT = 8192

@@ -94,9 +94,9 @@ class UTMTracker:
     def dashboard_permission(self, func: t.Callable[[], bool]) -> t.Callable[[], bool]:
         """Register the function that decides who may open the dashboard (denied by default)::
 
-            @tracker.dashboard_permission
-            def can_see_dashboard():
-                return current_user.is_authenticated and current_user.is_admin
+        @tracker.dashboard_permission
+        def can_see_dashboard():
+            return current_user.is_authenticated and current_user.is_admin
         """
         self._dashboard_permission = func
         return func
@@ -263,7 +263,9 @@ class UTMTracker:
         try:
             self._track(response, settings, value, candidate, stashed, login)
         except Exception:  # tracking must never break a page
-            logger.exception("flask-utm-tracker failed on %s; the page is unaffected.", request.path)
+            logger.exception(
+                "flask-utm-tracker failed on %s; the page is unaffected.", request.path
+            )
         return response
 
     def _track(
@@ -281,7 +283,13 @@ class UTMTracker:
         if candidate is not None:
             params, referrer = candidate
             now = now_ms()
-            raw = {"id": new_id(), "ts": now, "url": request.url, "referrer": referrer, "params": params}
+            raw = {
+                "id": new_id(),
+                "ts": now,
+                "url": request.url,
+                "referrer": referrer,
+                "params": params,
+            }
             latest = state.latest if state else None
             if is_new_touch(params, latest, now, settings.session_timeout):
                 row = fields(raw, context, state.visitor_id if state else None)
@@ -398,9 +406,7 @@ def stash_touch(
         "utm_term": term,
         "utm_content": content,
     }
-    params = normalize(
-        [*given.items(), *custom.items()], tuple(k.lower() for k in custom)
-    )
+    params = normalize([*given.items(), *custom.items()], tuple(k.lower() for k in custom))
     if not params:
         raise ValueError("stash_touch() needs at least one non-empty value, such as source=...")
     touch_id = new_id()

@@ -13,7 +13,9 @@ import typing as t
 from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
 
-_DATA = json.loads(resources.files("flask_utm_tracker").joinpath("data/params.json").read_text("utf-8"))
+_DATA = json.loads(
+    resources.files("flask_utm_tracker").joinpath("data/params.json").read_text("utf-8")
+)
 
 #: The utm_* parameters, in the order of their columns.
 UTM_PARAMS: tuple[str, ...] = tuple(_DATA["utm"])
@@ -33,13 +35,12 @@ def clean_text(value: t.Any, limit: int = MAX_VALUE_LENGTH) -> str:
     """
     if not isinstance(value, str):
         return ""
-    if "\x00" in value:
-        value = value.replace("\x00", "")
+    text: str = value.replace("\x00", "") if "\x00" in value else value
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
-    return value.strip()[:limit].strip()
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.strip()[:limit].strip()
 
 
 def normalize(

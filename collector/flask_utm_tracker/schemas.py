@@ -84,7 +84,9 @@ class ErrorSchema(Schema):
     """Every 4xx and 5xx answer of the JSON routes."""
 
     error = fields.String(required=True, metadata={"description": "What is wrong, in a sentence."})
-    details = fields.Dict(metadata={"description": "Per-field messages, when the body was invalid."})
+    details = fields.Dict(
+        metadata={"description": "Per-field messages, when the body was invalid."}
+    )
 
 
 class LeadSourceSchema(Schema):

@@ -90,7 +90,11 @@ def host_of(url: str) -> str:
 def timestamp(ts: t.Any) -> datetime:
     """The client's epoch-milliseconds ``ts`` as a UTC datetime; "now" when absent or absurd."""
     now = now_ms()
-    if isinstance(ts, bool) or not isinstance(ts, int) or not EARLIEST_MS <= ts <= now + FUTURE_SKEW_MS:
+    if (
+        isinstance(ts, bool)
+        or not isinstance(ts, int)
+        or not EARLIEST_MS <= ts <= now + FUTURE_SKEW_MS
+    ):
         ts = now
     return datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
 

@@ -140,10 +140,10 @@ def make_blueprint(tracker: UTMTracker) -> Blueprint:
         response.cache_control.public = True
         response.cache_control.max_age = SNIPPET_MAX_AGE
         response.headers["Access-Control-Allow-Origin"] = "*"
-        return response.make_conditional(request)
+        response.make_conditional(request)
+        return response
 
     from .dashboard import register as register_dashboard
-
     from .openapi import register as register_openapi
 
     register_dashboard(bp, tracker)
