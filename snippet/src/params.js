@@ -1,0 +1,30 @@
+// Which query parameters make a touch, and how their names and values are normalised.
+// The list is collector/flask_utm_tracker/data/params.json, shared with the Python collector
+// (params.py) so both halves track the same names; esbuild inlines it with its JSON loader.
+import list from "../../collector/flask_utm_tracker/data/params.json" with { type: "json" };
+
+const TRACKED = list.utm.concat(list.click_ids);
+
+/**
+ * The tracked parameters of `url`'s query string.
+ *
+ * Names match case-insensitively and are kept lower-case; the first non-empty value of a name
+ * wins; values are trimmed and cut to `max_value_length` characters (the collector cuts them again);
+ * utm_* values are lower-cased, click IDs and custom tags kept as sent.
+ *
+ * @param {string} url an absolute URL, usually `location.href`
+ * @param {string[]} [tags] extra lower-case names to keep (`data-custom-tags`)
+ * @returns {Record<string, string>}
+ */
+export function parseParams(url, tags = []) {
+  /** @type {Record<string, string>} */
+  const params = {};
+  for (const [name, raw] of new URL(url).searchParams) {
+    const key = name.trim().toLowerCase();
+    const value = raw.trim().slice(0, list.max_value_length);
+    if (value && !params[key] && (TRACKED.includes(key) || tags.includes(key))) {
+      params[key] = key.startsWith("utm_") ? value.toLowerCase() : value;
+    }
+  }
+  return params;
+}
