@@ -1,0 +1,389 @@
+"""Attribution queries: leads by channel, source, medium and campaign, over time.
+
+A *lead* is a user with at least one ``LeadSource`` row; users without a touch are not leads
+(they came direct, or before tracking began) and appear in no report.
+
+A lead is dated by its **sign-up**: the user model's ``created_at`` (or ``date_joined``, as
+Django names it) when it has such a column, else the user's first ``LeadSource.created_at``,
+which is when the collector first wrote a row for the user, at the login that reconciled the
+touches: the closest thing to a sign-up time the extension can see. The date range and the
+day/week/month buckets select and group leads by that time, so every attribution model shares
+the same total and only moves the credit between channels.
+
+A lead's touches are its ``LeadSource`` rows with ``timestamp`` (when the touch happened) at or
+before the sign-up: touches recorded later (an authenticated user clicking a newsletter) did not
+bring the user. When every touch is later than the sign-up (a client clock running ahead), the
+earliest touch still counts, so no lead is lost. Ties on ``timestamp`` are broken by row id.
+
+Attribution models:
+
+``first``
+    the lead's earliest touch gets the lead;
+``last``
+    the latest touch before the sign-up gets the lead;
+``linear``
+    each of the lead's ``n`` touches gets ``1/n`` of it;
+``any``
+    every group the lead has a touch in counts it once (leads by channel without attribution:
+    the groups add up to more than the total).
+
+Everything is computed in SQL with window functions and ``GROUP BY`` (SQLite 3.25+ and
+PostgreSQL; the time buckets use each dialect's date functions), so only the grouped rows reach
+Python.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+
+import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .extension import UTMTracker
+
+Model = t.Literal["first", "last", "linear", "any"]
+Dimension = t.Literal["channel", "source", "medium", "campaign"]
+Interval = t.Literal["day", "week", "month"]
+
+#: The attribution models, with the names the dashboard and the CLI show.
+MODELS: dict[str, str] = {
+    "first": "First touch",
+    "last": "Last touch",
+    "linear": "Linear",
+    "any": "Any touch",
+}
+#: The ``LeadSource`` columns leads can be grouped by.
+DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign")
+#: The time buckets.
+INTERVALS: tuple[str, ...] = ("day", "week", "month")
+#: The user model columns taken as the sign-up time, in order of preference.
+SIGNUP_COLUMNS = ("created_at", "date_joined")
+
+
+@dataclass(frozen=True)
+class Count:
+    """Leads credited to one value of a dimension (in one time bucket, when bucketed)."""
+
+    #: The value: a channel name, a source, a medium or a campaign (``""`` when empty).
+    key: str
+    #: Leads credited; a fraction under the linear model.
+    leads: float
+    #: The first day of the bucket (Monday for weeks), or ``None`` when not bucketed.
+    bucket: date | None = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The headline numbers of a period."""
+
+    #: Users who signed up in the period with at least one touch.
+    leads: int
+    #: Their touches up to their sign-up.
+    touches: int
+    #: Anonymous touches received in the period and not (yet) claimed by a login.
+    unclaimed: int
+
+    @property
+    def touches_per_lead(self) -> float:
+        return self.touches / self.leads if self.leads else 0.0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One value of a dimension under every attribution model."""
+
+    key: str
+    first: float = 0.0
+    last: float = 0.0
+    linear: float = 0.0
+    any: float = 0.0
+
+
+@dataclass(frozen=True)
+class Series:
+    """Leads by a dimension over time, every bucket present (zeros included)."""
+
+    buckets: list[date]
+    #: Per key, one value per bucket; keys ordered by their total, largest first.
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def totals(self) -> list[float]:
+        """The sum of every key, per bucket."""
+        columns = zip(*self.values.values(), strict=True)
+        return [sum(column) for column in columns] or [0.0] * len(self.buckets)
+
+
+def _check(name: str, value: str, allowed: t.Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"Unknown {name} {value!r}; use one of: {', '.join(allowed)}.")
+
+
+def bounds(start: date | None, end: date | None) -> tuple[datetime | None, datetime | None]:
+    """The UTC instants ``[start 00:00, day after end 00:00)`` of an inclusive date range."""
+    lo = datetime.combine(start, time(), timezone.utc) if start else None
+    hi = datetime.combine(end + timedelta(days=1), time(), timezone.utc) if end else None
+    return lo, hi
+
+
+def bucket_of(day: date, interval: str) -> date:
+    """The first day of the bucket holding ``day``: itself, its week's Monday, its month's 1st."""
+    _check("interval", interval, INTERVALS)
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    if interval == "month":
+        return day.replace(day=1)
+    return day
+
+
+def buckets(start: date, end: date, interval: str) -> list[date]:
+    """Every bucket from the one holding ``start`` to the one holding ``end``."""
+    current, last = bucket_of(start, interval), bucket_of(end, interval)
+    out = []
+    while current <= last:
+        out.append(current)
+        if interval == "day":
+            current += timedelta(days=1)
+        elif interval == "week":
+            current += timedelta(days=7)
+        else:
+            current = (current + timedelta(days=32)).replace(day=1)
+    return out
+
+
+def signup_column(user_model: type[t.Any]) -> sa.ColumnElement[t.Any] | None:
+    """The user model's sign-up time column (``created_at`` or ``date_joined``), if any."""
+    table = getattr(user_model, "__table__", None)
+    if table is None:
+        return None
+    for name in SIGNUP_COLUMNS:
+        column = table.c.get(name)
+        if column is not None and isinstance(column.type, (sa.DateTime, sa.Date)):
+            return t.cast("sa.ColumnElement[t.Any]", column)
+    return None
+
+
+def _bucket_expr(dialect: str, column: t.Any, interval: str) -> t.Any:
+    """A SQL expression for the bucket of ``column`` (a UTC time) in ``dialect``."""
+    if dialect == "postgresql":
+        utc = sa.func.timezone("UTC", column)
+        return sa.cast(sa.func.date_trunc(interval, utc), sa.Date)
+    if dialect == "sqlite":
+        if interval == "week":
+            # The next Sunday (or the day itself), then back to that week's Monday.
+            return sa.func.date(column, "weekday 0", "-6 days")
+        if interval == "month":
+            return sa.func.strftime("%Y-%m-01", column)
+        return sa.func.date(column)
+    # Other dialects: group by day in SQL; ``leads`` rolls days up into weeks and months.
+    return sa.cast(column, sa.Date)
+
+
+def _as_date(value: t.Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+class _Credited(t.NamedTuple):
+    touches: t.Any  # subquery: one row per counted touch
+    signups: t.Any  # subquery: one row per lead
+
+
+def _credited(tracker: UTMTracker, start: date | None, end: date | None) -> _Credited:
+    """The leads signed up in the range and their counted touches, ranked per user."""
+    lead = tracker.LeadSource
+    signup_at: t.Any = sa.func.min(lead.created_at)
+    query = sa.select(lead.user_id.label("user_id"))
+    group_by: list[t.Any] = [lead.user_id]
+    user_signup = signup_column(tracker.user_model)
+    if user_signup is not None:
+        user_table = tracker.user_model.__table__
+        pk = next(iter(user_table.primary_key.columns))
+        signup_at = sa.func.coalesce(user_signup, signup_at)
+        query = query.join(user_table, pk == lead.user_id)
+        group_by.append(user_signup)
+    signups_q = query.add_columns(
+        signup_at.label("signup_at"), sa.func.min(lead.timestamp).label("first_ts")
+    ).group_by(*group_by)
+    lo, hi = bounds(start, end)
+    if lo is not None:
+        signups_q = signups_q.having(signup_at >= lo)
+    if hi is not None:
+        signups_q = signups_q.having(signup_at < hi)
+    signups = signups_q.subquery("signups")
+
+    cutoff = sa.case(
+        (signups.c.signup_at >= signups.c.first_ts, signups.c.signup_at),
+        else_=signups.c.first_ts,
+    )
+    per_user = {"partition_by": lead.user_id}
+    touches = (
+        sa.select(
+            lead.user_id.label("user_id"),
+            signups.c.signup_at.label("signup_at"),
+            *(getattr(lead, name).label(name) for name in DIMENSIONS),
+            sa.func.row_number()
+            .over(**per_user, order_by=(lead.timestamp.asc(), lead.id.asc()))
+            .label("rank_first"),
+            sa.func.row_number()
+            .over(**per_user, order_by=(lead.timestamp.desc(), lead.id.desc()))
+            .label("rank_last"),
+            sa.func.count().over(**per_user).label("n"),
+        )
+        .join(signups, signups.c.user_id == lead.user_id)
+        .where(lead.timestamp <= cutoff)
+        .subquery("credited")
+    )
+    return _Credited(touches, signups)
+
+
+def _session(tracker: UTMTracker, session: Session | None) -> Session:
+    return session if session is not None else t.cast("Session", tracker.db.session)
+
+
+def leads(
+    tracker: UTMTracker,
+    by: str = "channel",
+    *,
+    model: str = "first",
+    start: date | None = None,
+    end: date | None = None,
+    interval: str | None = None,
+    limit: int | None = None,
+    session: Session | None = None,
+) -> list[Count]:
+    """Leads signed up from ``start`` to ``end`` (inclusive, UTC), credited to the values of
+    ``by`` under ``model``, optionally per time bucket.
+
+    :param tracker: the extension (its models and database).
+    :param by: ``"channel"``, ``"source"``, ``"medium"`` or ``"campaign"``.
+    :param model: ``"first"``, ``"last"``, ``"linear"`` or ``"any"`` (see the module docs).
+    :param start: first day of the range; ``None`` for no lower bound.
+    :param end: last day of the range; ``None`` for no upper bound.
+    :param interval: ``"day"``, ``"week"`` or ``"month"`` to bucket by sign-up time, or ``None``.
+    :param limit: keep the largest ``limit`` values (not bucketed only).
+    :param session: the session to query with; default ``tracker.db.session``.
+    :return: counts ordered by bucket, then leads (largest first), then key.
+    """
+    _check("dimension", by, DIMENSIONS)
+    _check("attribution model", model, MODELS)
+    if interval is not None:
+        _check("interval", interval, INTERVALS)
+    session = _session(tracker, session)
+    credited = _credited(tracker, start, end).touches
+    key = credited.c[by]
+    value: t.Any
+    where: t.Any = None
+    if model == "first":
+        value, where = sa.func.count(), credited.c.rank_first == 1
+    elif model == "last":
+        value, where = sa.func.count(), credited.c.rank_last == 1
+    elif model == "linear":
+        value = sa.func.sum(sa.cast(1, sa.Float) / credited.c.n)
+    else:
+        value = sa.func.count(sa.distinct(credited.c.user_id))
+    columns: list[t.Any] = [key.label("key")]
+    dialect = session.get_bind().dialect.name
+    if interval is not None:
+        columns.append(_bucket_expr(dialect, credited.c.signup_at, interval).label("bucket"))
+    query = sa.select(*columns, value.label("leads")).group_by(*columns)
+    if where is not None:
+        query = query.where(where)
+    order: list[t.Any] = [sa.desc("leads"), sa.asc("key")]
+    if interval is not None:
+        order.insert(0, sa.asc("bucket"))
+    elif limit is not None:
+        query = query.limit(limit)
+    rows = session.execute(query.order_by(*order)).all()
+    if interval is None:
+        return [Count(row.key or "", float(row.leads or 0)) for row in rows]
+    counts: dict[tuple[date, str], float] = {}
+    for row in rows:
+        # A no-op but for dialects grouped by day (see _bucket_expr).
+        slot = (bucket_of(_as_date(row.bucket), interval), row.key or "")
+        counts[slot] = counts.get(slot, 0.0) + float(row.leads or 0)
+    return [
+        Count(k, v, b)
+        for (b, k), v in sorted(counts.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))
+    ]
+
+
+def series(
+    tracker: UTMTracker,
+    by: str = "channel",
+    *,
+    model: str = "first",
+    start: date | None = None,
+    end: date | None = None,
+    interval: str = "day",
+    session: Session | None = None,
+) -> Series:
+    """:func:`leads` bucketed, as one list per key with every bucket from ``start`` to ``end``
+    (from the first to the last lead when a bound is missing), zeros included.
+    """
+    counts = leads(
+        tracker, by, model=model, start=start, end=end, interval=interval, session=session
+    )
+    if not counts and (start is None or end is None):
+        return Series([])
+    first = start or min(c.bucket for c in counts if c.bucket)
+    last = end or max(c.bucket for c in counts if c.bucket)
+    slots = buckets(first, last, interval)
+    index = {b: i for i, b in enumerate(slots)}
+    values: dict[str, list[float]] = {}
+    for count in counts:
+        if count.bucket in index:
+            row = values.setdefault(count.key, [0.0] * len(slots))
+            row[index[count.bucket]] += count.leads
+    ordered = dict(sorted(values.items(), key=lambda item: (-sum(item[1]), item[0])))
+    return Series(slots, ordered)
+
+
+def compare(
+    tracker: UTMTracker,
+    by: str = "channel",
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    session: Session | None = None,
+) -> list[Comparison]:
+    """Every value of ``by`` under the four models, ordered by first-touch leads (largest
+    first), then last-touch leads.
+    """
+    merged: dict[str, dict[str, float]] = {}
+    for model in MODELS:
+        for count in leads(tracker, by, model=model, start=start, end=end, session=session):
+            merged.setdefault(count.key, {})[model] = count.leads
+    rows = [Comparison(key, **values) for key, values in merged.items()]
+    return sorted(rows, key=lambda c: (-c.first, -c.last, -c.linear, c.key))
+
+
+def totals(
+    tracker: UTMTracker,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    session: Session | None = None,
+) -> Totals:
+    """The number of leads, their touches, and the unclaimed anonymous touches of a period."""
+    session = _session(tracker, session)
+    credited = _credited(tracker, start, end)
+    n_leads = session.scalar(sa.select(sa.func.count()).select_from(credited.signups))
+    n_touches = session.scalar(sa.select(sa.func.count()).select_from(credited.touches))
+    touch = tracker.Touch
+    query = sa.select(sa.func.count()).select_from(touch).where(touch.claimed_by.is_(None))
+    lo, hi = bounds(start, end)
+    if lo is not None:
+        query = query.where(touch.received_at >= lo)
+    if hi is not None:
+        query = query.where(touch.received_at < hi)
+    n_unclaimed = session.scalar(query)
+    return Totals(int(n_leads or 0), int(n_touches or 0), int(n_unclaimed or 0))

@@ -1,0 +1,334 @@
+"""Attribution queries against hand-built data with known answers, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import typing as t
+from datetime import date, datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from flask_utm_tracker import UTMTracker, reports
+
+from .conftest import HostApp, _made, make_app
+
+MARCH = {"start": date(2024, 3, 1), "end": date(2024, 3, 31)}
+_ids = itertools.count(1)
+
+
+def at(day: int, month: int = 3, hour: int = 12, minute: int = 0) -> datetime:
+    return datetime(2024, month, day, hour, minute, tzinfo=timezone.utc)
+
+
+def touch(
+    channel: str,
+    source: str,
+    medium: str,
+    ts: datetime,
+    created: datetime,
+    campaign: str = "",
+) -> dict[str, t.Any]:
+    return {
+        "channel": channel,
+        "source": source,
+        "medium": medium,
+        "campaign": campaign,
+        "timestamp": ts,
+        "created_at": created,
+    }
+
+
+def add_user(env: HostApp, email: str, *touches: dict[str, t.Any], **user: t.Any) -> t.Any:
+    db, lead = env.db, env.tracker.LeadSource
+    person = env.User(email=email, **user)
+    db.session.add(person)
+    db.session.flush()
+    for fields in touches:
+        db.session.add(lead(user_id=person.id, touch_id=f"t{next(_ids)}", **fields))
+    db.session.commit()
+    return person.id
+
+
+def build(env: HostApp) -> None:
+    """Five users with known answers.
+
+    ann: three touches before signing up on 5 March (Paid Search, Email, Organic Social), and
+         one after (Paid Search on the 20th) that must not count.
+    bob: one Email touch, signed up on Sunday 10 March.
+    cat: no touch: not a lead.
+    dan: Organic Search in February, Paid Search on 2 April, the day he signed up.
+    eve: a client clock ahead of the server: her only touch before the cut-off is stamped an
+         hour after her sign-up on 15 March; a later one (the 16th) must not count.
+    """
+    signup = at(5)
+    add_user(
+        env,
+        "ann@example.com",
+        touch("Paid Search", "google", "cpc", at(1), signup, "spring"),
+        touch("Email", "newsletter", "email", at(3), signup, "march-news"),
+        touch("Organic Social", "facebook", "social", at(5, hour=11), signup),
+        touch("Paid Search", "bing", "cpc", at(20), at(20), "spring"),
+    )
+    add_user(env, "bob@example.com", touch("Email", "newsletter", "email", at(10), at(10)))
+    add_user(env, "cat@example.com")
+    add_user(
+        env,
+        "dan@example.com",
+        touch("Organic Search", "google", "organic", at(25, month=2), at(2, month=4)),
+        touch("Paid Search", "google", "cpc", at(2, month=4, hour=9), at(2, month=4), "spring"),
+    )
+    add_user(
+        env,
+        "eve@example.com",
+        touch("Referral", "example.org", "referral", at(15, hour=13), at(15)),
+        touch("Organic Search", "bing", "organic", at(16), at(16)),
+    )
+
+
+@pytest.fixture
+def data(env: HostApp) -> t.Iterator[HostApp]:
+    with env.app.app_context():
+        build(env)
+        yield env
+
+
+def by_key(counts: list[reports.Count]) -> dict[str, float]:
+    return {c.key: c.leads for c in counts}
+
+
+def test_first_touch(data: HostApp) -> None:
+    got = reports.leads(data.tracker, "channel", model="first", **MARCH)
+    assert by_key(got) == {"Paid Search": 1, "Email": 1, "Referral": 1}
+
+
+def test_last_touch_is_the_latest_before_sign_up(data: HostApp) -> None:
+    got = reports.leads(data.tracker, "channel", model="last", **MARCH)
+    assert by_key(got) == {"Organic Social": 1, "Email": 1, "Referral": 1}
+
+
+def test_linear_splits_each_lead_over_its_touches(data: HostApp) -> None:
+    got = by_key(reports.leads(data.tracker, "channel", model="linear", **MARCH))
+    assert got == pytest.approx(
+        {"Paid Search": 1 / 3, "Email": 4 / 3, "Organic Social": 1 / 3, "Referral": 1}
+    )
+    assert sum(got.values()) == pytest.approx(3)
+
+
+def test_any_touch_counts_distinct_users_per_group(data: HostApp) -> None:
+    got = reports.leads(data.tracker, "channel", model="any", **MARCH)
+    assert by_key(got) == {"Email": 2, "Paid Search": 1, "Organic Social": 1, "Referral": 1}
+    assert [c.key for c in got][0] == "Email"
+
+
+def test_every_model_has_the_same_total(data: HostApp) -> None:
+    for model in ("first", "last", "linear"):
+        got = reports.leads(data.tracker, "channel", model=model)
+        assert sum(c.leads for c in got) == pytest.approx(4), model
+    assert reports.totals(data.tracker) == reports.Totals(leads=4, touches=7, unclaimed=0)
+
+
+def test_other_dimensions(data: HostApp) -> None:
+    tracker = data.tracker
+    assert by_key(reports.leads(tracker, "source", model="first")) == {
+        "google": 2,
+        "newsletter": 1,
+        "example.org": 1,
+    }
+    assert by_key(reports.leads(tracker, "medium", model="last")) == {
+        "social": 1,
+        "email": 1,
+        "referral": 1,
+        "cpc": 1,
+    }
+    assert by_key(reports.leads(tracker, "campaign", model="first", **MARCH)) == {
+        "spring": 1,
+        "": 2,
+    }
+    got = reports.leads(tracker, "campaign", model="linear", **MARCH)
+    assert by_key(got) == pytest.approx({"": 1 + 1 + 1 / 3, "spring": 1 / 3, "march-news": 1 / 3})
+
+
+def test_limit_keeps_the_largest(data: HostApp) -> None:
+    got = reports.leads(data.tracker, "source", model="first", limit=1)
+    assert got == [reports.Count("google", 2)]
+
+
+def test_date_range_is_inclusive_and_by_sign_up(data: HostApp) -> None:
+    tracker = data.tracker
+    april = reports.leads(tracker, model="first", start=date(2024, 4, 1), end=date(2024, 4, 2))
+    # dan's first touch was in February, but he signed up in April.
+    assert by_key(april) == {"Organic Search": 1}
+    assert reports.leads(tracker, start=date(2024, 4, 3)) == []
+    one_day = reports.leads(tracker, start=date(2024, 3, 10), end=date(2024, 3, 10))
+    assert by_key(one_day) == {"Email": 1}
+    assert reports.totals(tracker, **MARCH) == reports.Totals(leads=3, touches=5, unclaimed=0)
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [
+        (
+            "day",
+            {
+                (date(2024, 3, 5), "Paid Search"): 1,
+                (date(2024, 3, 10), "Email"): 1,
+                (date(2024, 3, 15), "Referral"): 1,
+                (date(2024, 4, 2), "Organic Search"): 1,
+            },
+        ),
+        (
+            "week",
+            {
+                (date(2024, 3, 4), "Paid Search"): 1,
+                (date(2024, 3, 4), "Email"): 1,  # Sunday the 10th is in Monday the 4th's week
+                (date(2024, 3, 11), "Referral"): 1,
+                (date(2024, 4, 1), "Organic Search"): 1,
+            },
+        ),
+        (
+            "month",
+            {
+                (date(2024, 3, 1), "Paid Search"): 1,
+                (date(2024, 3, 1), "Email"): 1,
+                (date(2024, 3, 1), "Referral"): 1,
+                (date(2024, 4, 1), "Organic Search"): 1,
+            },
+        ),
+    ],
+)
+def test_buckets(data: HostApp, interval: str, expected: dict[tuple[date, str], float]) -> None:
+    got = reports.leads(data.tracker, "channel", model="first", interval=interval)
+    assert {(c.bucket, c.key): c.leads for c in got} == expected
+    assert [c.bucket for c in got] == sorted(c.bucket for c in got)  # type: ignore[type-var]
+
+
+def test_series_fills_every_bucket(data: HostApp) -> None:
+    got = reports.series(data.tracker, model="last", interval="week", **MARCH)
+    assert got.buckets == [date(2024, 2, 26), date(2024, 3, 4), date(2024, 3, 11),
+                           date(2024, 3, 18), date(2024, 3, 25)]  # fmt: skip
+    assert got.values == {
+        "Email": [0, 1, 0, 0, 0],
+        "Organic Social": [0, 1, 0, 0, 0],
+        "Referral": [0, 0, 1, 0, 0],
+    }
+    assert got.totals == [0, 2, 1, 0, 0]
+    linear = reports.series(data.tracker, model="linear", interval="month")
+    assert linear.buckets == [date(2024, 3, 1), date(2024, 4, 1)]
+    assert sum(linear.values["Paid Search"]) == pytest.approx(1 / 3 + 1 / 2)
+
+
+def test_compare(data: HostApp) -> None:
+    got = {c.key: c for c in reports.compare(data.tracker, "channel", **MARCH)}
+    assert got["Paid Search"] == reports.Comparison(
+        "Paid Search", first=1, last=0, linear=pytest.approx(1 / 3), any=1
+    )
+    assert got["Organic Social"].first == 0 and got["Organic Social"].last == 1
+
+
+def test_ties_on_timestamp_go_by_row_id(env: HostApp) -> None:
+    with env.app.app_context():
+        same = at(1)
+        add_user(
+            env,
+            "tie@example.com",
+            touch("Email", "newsletter", "email", same, at(2)),
+            touch("Referral", "example.org", "referral", same, at(2)),
+        )
+        assert by_key(reports.leads(env.tracker, model="first")) == {"Email": 1}
+        assert by_key(reports.leads(env.tracker, model="last")) == {"Referral": 1}
+
+
+def test_no_data(env: HostApp) -> None:
+    with env.app.app_context():
+        add_user(env, "nobody@example.com")
+        assert reports.leads(env.tracker, interval="day") == []
+        assert reports.totals(env.tracker) == reports.Totals(0, 0, 0)
+        assert reports.series(env.tracker) == reports.Series([])
+        empty = reports.series(env.tracker, start=date(2024, 3, 1), end=date(2024, 3, 3))
+        assert empty.buckets == [date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)]
+        assert empty.totals == [0, 0, 0]
+        assert reports.compare(env.tracker) == []
+
+
+def test_unclaimed_touches_are_counted_by_received_at(env: HostApp) -> None:
+    with env.app.app_context():
+        touch_model = env.tracker.Touch
+        for i, received in enumerate((at(1, hour=0), at(31, hour=23), at(1, month=4, hour=0))):
+            env.db.session.add(touch_model(visitor_id="v1", touch_id=f"x{i}", received_at=received))
+        claimed = touch_model(visitor_id="v1", touch_id="y", received_at=at(2), claimed_at=at(2))
+        claimed.claimed_by = add_user(env, "claimer@example.com")
+        env.db.session.add(claimed)
+        env.db.session.commit()
+        assert reports.totals(env.tracker, **MARCH).unclaimed == 2
+
+
+def test_bad_arguments_name_the_choices(env: HostApp) -> None:
+    with env.app.app_context(), pytest.raises(ValueError, match="first, last, linear, any"):
+        reports.leads(env.tracker, model="middle")
+    with env.app.app_context(), pytest.raises(ValueError, match="channel, source"):
+        reports.leads(env.tracker, "country")
+
+
+def test_helpers() -> None:
+    assert reports.bucket_of(date(2024, 3, 10), "week") == date(2024, 3, 4)
+    assert reports.buckets(date(2024, 1, 31), date(2024, 3, 1), "month") == [
+        date(2024, 1, 1),
+        date(2024, 2, 1),
+        date(2024, 3, 1),
+    ]
+    lo, hi = reports.bounds(date(2024, 3, 1), date(2024, 3, 31))
+    assert (lo, hi) == (at(1, hour=0), at(1, month=4, hour=0))
+
+
+# -- a user model with its own sign-up time -----------------------------------------------------
+
+
+def make_app_with_signup(db_url: str) -> HostApp:
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI=db_url, TESTING=True, SECRET_KEY="x")
+    db = SQLAlchemy()
+
+    class Member(db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "members"
+        id = sa.Column(sa.Integer, primary_key=True)
+        email = sa.Column(sa.String(200), unique=True, nullable=False)
+        created_at = sa.Column(sa.DateTime(timezone=True), nullable=True)
+
+    db.init_app(app)
+    tracker = UTMTracker(app, db=db, user_model=Member)
+    with app.app_context():
+        db.create_all()
+    made = HostApp(app, db, Member, tracker)
+    _made.append(made)
+    return made
+
+
+def test_user_created_at_is_the_sign_up(db_url: str) -> None:
+    env = make_app_with_signup(db_url)
+    assert reports.signup_column(env.User) is not None
+    assert reports.signup_column(make_app(db_url).User) is None
+    with env.app.app_context():
+        # Signed up on the 2nd: the touch on the 3rd (recorded at a later login) comes after.
+        add_user(
+            env,
+            "fay@example.com",
+            touch("Email", "newsletter", "email", at(1), at(3)),
+            touch("Paid Search", "google", "cpc", at(3), at(3)),
+            created_at=at(2),
+        )
+        # No created_at: the first LeadSource.created_at stands in (the 20th).
+        add_user(
+            env,
+            "gus@example.com",
+            touch("Referral", "example.org", "referral", at(19), at(20)),
+            created_at=None,
+        )
+        assert by_key(reports.leads(env.tracker, model="last")) == {"Email": 1, "Referral": 1}
+        got = reports.leads(env.tracker, model="first", interval="day")
+        assert [(c.bucket, c.key) for c in got] == [
+            (date(2024, 3, 2), "Email"),
+            (date(2024, 3, 20), "Referral"),
+        ]
+        assert reports.totals(env.tracker, start=date(2024, 3, 3)).leads == 1
