@@ -1,0 +1,131 @@
+"""The demo site: a landing page, sign-up and login, an account page listing the user's lead
+sources, and the dashboard for the admin.
+
+    flask --app demo run                 # SQLite in instance/demo.db
+    DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test flask --app demo run
+
+The first account is the admin (it can open the dashboard at /utm/).
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+import sqlalchemy as sa
+from flask import Flask, flash, redirect, render_template, request, url_for
+from flask_login import (
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_required,
+    login_user,
+    logout_user,
+)
+from flask_sqlalchemy import SQLAlchemy
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from flask_utm_tracker import UTMTracker, stash_touch
+
+db = SQLAlchemy()
+
+
+class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "users"
+    id = sa.Column(sa.Integer, primary_key=True)
+    email = sa.Column(sa.String(200), unique=True, nullable=False)
+    password_hash = sa.Column(sa.String(300), nullable=False)
+    is_admin = sa.Column(sa.Boolean, nullable=False, default=False)
+
+
+tracker = UTMTracker(db=db, user_model=User)
+login_manager = LoginManager()
+login_manager.login_view = "login"
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id))
+
+
+@tracker.dashboard_permission
+def admin_only() -> bool:
+    return bool(current_user.is_authenticated and current_user.is_admin)
+
+
+def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.update(
+        SECRET_KEY=os.environ.get("SECRET_KEY", "demo-only-not-secret"),
+        SQLALCHEMY_DATABASE_URI=os.environ.get(
+            "DATABASE_URL", f"sqlite:///{os.path.join(app.instance_path, 'demo.db')}"
+        ),
+        UTM_TRACKER_CUSTOM_TAGS=["ref"],
+    )
+    app.config.update(config or {})
+    db.init_app(app)
+    login_manager.init_app(app)
+    tracker.init_app(app)
+
+    @app.route("/")
+    def landing() -> str:
+        return render_template("landing.html")
+
+    @app.route("/invite/<code>")
+    def invite(code: str) -> t.Any:
+        # The referral-program recipe: an invite link becomes a touch of its own.
+        stash_touch(source="invite", medium="referral", campaign="friends", term=code)
+        return redirect(url_for("signup"))
+
+    @app.route("/signup", methods=["GET", "POST"])
+    def signup() -> t.Any:
+        if request.method == "POST":
+            email = request.form.get("email", "").strip().lower()
+            password = request.form.get("password", "")
+            if not email or "@" not in email or len(password) < 4:
+                flash("Enter an email address and a password of at least 4 characters.")
+            elif db.session.scalar(sa.select(User).where(User.email == email)):
+                flash("That email address already has an account: log in instead.")
+            else:
+                first = db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+                user = User(
+                    email=email, password_hash=generate_password_hash(password), is_admin=first
+                )
+                db.session.add(user)
+                db.session.commit()
+                login_user(user)
+                return redirect(url_for("account"))
+        return render_template("signup.html", mode="signup")
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> t.Any:
+        if request.method == "POST":
+            email = request.form.get("email", "").strip().lower()
+            user = db.session.scalar(sa.select(User).where(User.email == email))
+            if user and check_password_hash(user.password_hash, request.form.get("password", "")):
+                login_user(user)
+                return redirect(url_for("account"))
+            flash("Wrong email address or password.")
+        return render_template("signup.html", mode="login")
+
+    @app.route("/logout", methods=["POST"])
+    def logout() -> t.Any:
+        logout_user()
+        return redirect(url_for("landing"))
+
+    @app.route("/account")
+    @login_required
+    def account() -> str:
+        lead = tracker.LeadSource
+        sources = db.session.scalars(
+            sa.select(lead).where(lead.user_id == current_user.id).order_by(lead.timestamp)
+        ).all()
+        return render_template("account.html", sources=sources)
+
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+app = create_app()
