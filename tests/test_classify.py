@@ -4,6 +4,7 @@ hostile input, on representative real referrers."""
 from __future__ import annotations
 
 import time
+import typing as t
 
 import pytest
 from flask_utm_tracker.classify import Referrer, classify_referrer, source_category
@@ -120,6 +121,12 @@ def test_internal_hosts_normalised() -> None:
     result = classify_referrer("https://www.example.com/", site_hosts=["WWW.Example.com:5000"])
     assert result == Referrer("internal", "example.com")
     result = classify_referrer("https://a.pay.example/", excluded=iter(["https://Pay.Example/"]))
+    assert result is not None and result.medium == "internal"
+    # One host given as a string, and junk in the lists, are taken in stride.
+    result = classify_referrer("https://example.com/", site_hosts="example.com")
+    assert result is not None and result.medium == "internal"
+    junk: list[t.Any] = [None, 3, ["x"], "", "example.com"]
+    result = classify_referrer("https://example.com/", site_hosts=junk, excluded=junk)
     assert result is not None and result.medium == "internal"
 
 

@@ -163,24 +163,28 @@ class _HostIndex:
         for i in range(n):
             # Dropping "www." or "m." (or a country label: "uk.") names the same site.
             subdomain = i > 1 or (i == 1 and not _ALIASES.fullmatch(labels[0]))
-            slot = self._slot(self.exact.get(".".join(labels[i:])), path)
+            host = ".".join(labels[i:])
+            slots = [*self.exact.get(host, ())]
             for size in tld_sizes:
-                if slot is None and n - i > size:
-                    slot = self._slot(self.any_tld.get(".".join(labels[i:-size])), path)
-            if slot is None and i + 1 < n:
-                for regex, candidate in self.glob.get(".".join(labels[i + 1 :]), ()):
-                    if regex.fullmatch(labels[i]) and path.startswith(candidate.path):
-                        slot = candidate
-                        break
+                if n - i > size:
+                    slots += self.any_tld.get(".".join(labels[i:-size]), ())
+            if i + 1 < n:
+                rest = ".".join(labels[i + 1 :])
+                slots += (
+                    slot for regex, slot in self.glob.get(rest, ()) if regex.fullmatch(labels[i])
+                )
+            slot = self._slot(slots, path)
             if slot is not None:
                 yield _Match(slot.entry, subdomain and not slot.subdomains)
 
     @staticmethod
-    def _slot(slots: list[_Slot] | None, path: str) -> _Slot | None:
-        for slot in slots or ():
-            if path.startswith(slot.path):
-                return slot
-        return None
+    def _slot(slots: list[_Slot], path: str) -> _Slot | None:
+        """The slot with the longest path that ``path`` starts with; the first on a tie."""
+        best: _Slot | None = None
+        for slot in slots:
+            if path.startswith(slot.path) and (best is None or len(slot.path) > len(best.path)):
+                best = slot
+        return best
 
 
 def _source_name(name: str) -> str:
@@ -192,10 +196,16 @@ def _read(name: str) -> str:
     return resources.files("flask_utm_tracker").joinpath(f"data/{name}").read_text("utf-8")
 
 
+def _yaml(name: str) -> t.Any:
+    """Parse a data file, with libyaml when PyYAML has it (five times faster)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(_read(name), Loader=loader) or {}
+
+
 def _add_hosts(index: _HostIndex, medium: str, *files: str) -> None:
     """Add the ``name: [host, ...]`` lists of ``files`` (Matomo's Socials.yml format)."""
     for file in files:
-        _add_host_list(index, medium, yaml.safe_load(_read(file)) or {})
+        _add_host_list(index, medium, _yaml(file))
 
 
 def _add_host_list(index: _HostIndex, medium: str, data: t.Mapping[str, t.Any]) -> None:
@@ -231,7 +241,7 @@ def _index() -> tuple[_HostIndex, frozenset[str]]:
     _add_hosts(index, "email", "webmail.yml")
     _add_hosts(index, "social", "matomo-Socials.yml", "extra-Socials.yml")
     for file in ("matomo-SearchEngines.yml", "extra-SearchEngines.yml"):
-        engines: dict[str, t.Any] = yaml.safe_load(_read(file)) or {}
+        engines: dict[str, t.Any] = _yaml(file)
         for name, specs in engines.items():
             for spec in specs or ():
                 names, patterns = _search_params(spec)
@@ -254,7 +264,7 @@ _CATEGORY_OF_MEDIUM = {"organic": "search", "social": "social", "ai": "ai"}
 @functools.cache
 def _categories() -> tuple[_HostIndex, dict[str, str]]:
     """The shopping and video hosts, and every category by lower-case name (first list wins)."""
-    data: dict[str, t.Any] = yaml.safe_load(_read("source-categories.yml")) or {}
+    data: dict[str, t.Any] = _yaml("source-categories.yml")
     index = _HostIndex()
     names: dict[str, str] = {}
     for category in ("shopping", "video"):
@@ -304,13 +314,15 @@ def source_category(source: str | None) -> str | None:
 def _clean(value: str) -> str | None:
     """Make ``value`` safe to store: no control characters or lone surrogates, trimmed, bounded."""
     value = value.encode("utf-8", "replace").decode("utf-8", "replace")
-    value = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    value = "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in value)
     value = " ".join(value.split())[:_MAX_TERM].strip()
     return value or None
 
 
-def _normalize_host(value: str) -> str:
+def _normalize_host(value: object) -> str:
     """``"https://WWW.Example.com:443/"`` or ``"Example.com."`` -> ``"www.example.com"``."""
+    if not isinstance(value, str):
+        return ""
     value = value.strip().lower()
     if "//" in value:
         value = value.split("//", 1)[1]
@@ -318,6 +330,13 @@ def _normalize_host(value: str) -> str:
     if not value.startswith("["):
         value = value.split(":", 1)[0]
     return value.strip("[]").rstrip(".")
+
+
+def _strings(values: t.Iterable[str]) -> tuple[str, ...]:
+    """The strings of ``values`` (a lone string counts as one), hashable for the cache."""
+    if isinstance(values, str):
+        return (values,)
+    return tuple(value for value in values if isinstance(value, str))
 
 
 @functools.lru_cache(maxsize=64)
@@ -372,7 +391,7 @@ def classify_referrer(
     labels = host.split(".")
     suffixes = {".".join(labels[i:]) for i in range(len(labels))}
 
-    own, skipped = _host_sets(tuple(site_hosts), tuple(excluded))
+    own, skipped = _host_sets(_strings(site_hosts), _strings(excluded))
     if host in own or not suffixes.isdisjoint(skipped):
         return Referrer("internal", bare)
 
