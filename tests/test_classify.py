@@ -8,6 +8,8 @@ import typing as t
 
 import pytest
 from flask_utm_tracker.classify import Referrer, classify_referrer, source_category
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(
@@ -257,3 +259,34 @@ def test_fast() -> None:
 )
 def test_source_category(source: str | None, category: str | None) -> None:
     assert source_category(source) == category
+
+
+_HOSTY = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-_{}*[]:@%é\u0000\ud800 ", max_size=40
+)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.builds(
+            "{}://{}{}".format,
+            st.sampled_from(["http", "https", "HTTP", "ftp", "", "https:"]),
+            _HOSTY,
+            st.text(max_size=200),
+        ),
+    )
+)
+@settings(max_examples=400, deadline=None)
+def test_never_raises_on_any_string(url: str) -> None:
+    result = classify_referrer(url, site_hosts=("example.com",), excluded=("paypal.com",))
+    assert result is None or isinstance(result, Referrer)
+    if result is not None:
+        result.source.encode("utf-8")
+        (result.term or "").encode("utf-8")
+
+
+@given(st.text(max_size=100))
+@settings(max_examples=200, deadline=None)
+def test_source_category_never_raises(source: str) -> None:
+    assert source_category(source) in {None, "search", "social", "video", "shopping", "ai"}
