@@ -1,0 +1,213 @@
+"""``flask utm report|export|purge|erase`` through ``app.test_cli_runner()``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import typing as t
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from flask_utm_tracker.cli import neutralise, printable
+from flask_utm_tracker.models import utcnow
+
+from .conftest import HostApp, make_app
+from .test_reports import add_user, at, build, touch
+
+
+@pytest.fixture
+def runner(env: HostApp) -> t.Any:
+    return env.app.test_cli_runner()
+
+
+@pytest.fixture
+def data(env: HostApp) -> HostApp:
+    with env.app.app_context():
+        build(env)
+    return env
+
+
+def count(env: HostApp, model: t.Any, *where: t.Any) -> int:
+    with env.app.app_context():
+        query = sa.select(sa.func.count()).select_from(model).where(*where)
+        return int(env.db.session.scalar(query) or 0)
+
+
+def test_report(data: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(args=["utm", "report", "--start", "2024-03-01", "--end", "2024-03-31"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Leads from 2024-03-01 to 2024-03-31: 3"
+    assert "Touches per lead: 1.67" in lines[1]
+    header = lines[3].split()
+    assert header[:3] == ["Channel", "First", "touch"]
+    table = {line[:16].strip(): line[16:].split() for line in lines[5:]}
+    assert table["Email"] == ["1", "1", "1.33", "2"]
+    assert table["Paid Search"] == ["1", "0", "0.33", "1"]
+    assert table["Organic Social"] == ["0", "1", "0.33", "1"]
+
+
+def test_report_sorts_by_model_and_limits(data: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(
+        args=["utm", "report", "--by", "source", "--model", "any", "--limit", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "google" in result.stdout.splitlines()[5]
+    assert "... and 3 more (--limit)." in result.stdout
+
+
+def test_report_empty_and_bad_option(env: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(args=["utm", "report"])
+    assert result.exit_code == 0
+    assert "No leads in this period." in result.stdout
+    result = runner.invoke(args=["utm", "report", "--model", "middle"])
+    assert result.exit_code == 2
+    assert "'first', 'last', 'linear', 'any'" in result.output
+
+
+def test_report_escapes_terminal_control_characters(env: HostApp, runner: t.Any) -> None:
+    with env.app.app_context():
+        evil = "\x1b]0;pwned\x07\x1b[2J" + "x" * 60
+        add_user(env, "m@example.com", touch("Email", evil, "email", at(1), at(2)))
+    result = runner.invoke(args=["utm", "report", "--by", "source"])
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "?]0;pwned??[2J" in result.stdout and "…" in result.stdout
+
+
+def test_export_csv(data: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(args=["utm", "export", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 9
+    assert {r["user_id"] for r in rows} == {"1", "2", "4", "5"}
+    first = rows[0]
+    assert (first["source"], first["medium"], first["channel"]) == ("google", "cpc", "Paid Search")
+    assert first["timestamp"].startswith("2024-03-01T12:00:00")
+    assert json.loads(first["click_ids"]) == {}
+    assert "Exporting 9 lead sources" in result.stderr
+
+
+def test_export_csv_neutralises_formulas(env: HostApp, runner: t.Any) -> None:
+    with env.app.app_context():
+        add_user(
+            env,
+            "x@example.com",
+            touch("Referral", '=HYPERLINK("http://evil")', "+cmd", at(1), at(2), "@sum(a1)"),
+            touch("Referral", "-2+3", "\tx", at(1), at(2), "safe"),
+        )
+    result = runner.invoke(args=["utm", "export"])
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["source"], r["medium"], r["campaign"]) for r in rows] == [
+        ('\'=HYPERLINK("http://evil")', "'+cmd", "'@sum(a1)"),
+        ("'-2+3", "'\tx", "safe"),
+    ]
+    assert neutralise(-5) == -5 and neutralise("a=b") == "a=b"
+
+
+def test_export_json(data: HostApp, runner: t.Any, tmp_path: t.Any) -> None:
+    target = tmp_path / "leads.json"
+    result = runner.invoke(args=["utm", "export", "--format", "json", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    items = json.loads(target.read_text("utf-8"))
+    assert len(items) == 9
+    assert items[0]["user_id"] == 1 and items[0]["campaign"] == "spring"
+    assert items[0]["custom_tags"] == {} and items[0]["created_at"].startswith("2024-03-05")
+
+
+def test_export_empty(env: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(args=["utm", "export", "--format", "json"])
+    assert json.loads(result.stdout) == []
+    result = runner.invoke(args=["utm", "export"])
+    assert result.stdout.startswith("id,user_id,")
+    assert len(result.stdout.splitlines()) == 1
+
+
+def add_touches(env: HostApp, *ages: float, claimed_by: t.Any = None, visitor: str = "v") -> None:
+    now = utcnow()
+    with env.app.app_context():
+        for age in ages:
+            n = count(env, env.tracker.Touch)
+            row = env.tracker.Touch(
+                visitor_id=visitor,
+                touch_id=f"{visitor}{n}",
+                received_at=now - timedelta(days=age),
+                claimed_by=claimed_by,
+                claimed_at=now if claimed_by is not None else None,
+            )
+            env.db.session.add(row)
+            env.db.session.commit()
+
+
+def test_purge(env: HostApp, runner: t.Any) -> None:
+    with env.app.app_context():
+        user = add_user(env, "p@example.com")
+    add_touches(env, 1, 10, 100, 200)
+    add_touches(env, 300, claimed_by=user, visitor="w")
+    result = runner.invoke(args=["utm", "purge", "--older-than", "30", "--dry-run"])
+    assert result.stdout == "2 unclaimed touches are older than 30 days.\n"
+    assert count(env, env.tracker.Touch) == 5
+    result = runner.invoke(args=["utm", "purge", "--older-than", "30"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 2 unclaimed touches older than 30 days." in result.stdout
+    assert "Purging 2 unclaimed touches" in result.stderr
+    assert count(env, env.tracker.Touch) == 3  # the recent ones and the claimed one
+    result = runner.invoke(args=["utm", "purge", "--older-than", "5"])
+    assert "Deleted 1 " in result.stdout
+
+
+def test_purge_default_is_the_retention_setting(db_url: str) -> None:
+    env = make_app(db_url, UTM_TRACKER_RETENTION_DAYS=7)
+    add_touches(env, 1, 8, 9)
+    result = env.app.test_cli_runner().invoke(args=["utm", "purge"])
+    assert "Deleted 2 unclaimed touches older than 7 days." in result.stdout
+
+
+def test_purge_in_batches(env: HostApp, runner: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("flask_utm_tracker.cli.BATCH", 2)
+    add_touches(env, 40, 50, 60, 70, 80)
+    result = runner.invoke(args=["utm", "purge", "--older-than", "30"])
+    assert "Deleted 5 " in result.stdout
+    assert count(env, env.tracker.Touch) == 0
+
+
+def test_erase(env: HostApp, runner: t.Any) -> None:
+    lead, touch_model = env.tracker.LeadSource, env.tracker.Touch
+    with env.app.app_context():
+        ann = add_user(env, "ann@example.com", touch("Email", "n", "email", at(1), at(2)))
+        bob = add_user(env, "bob@example.com", touch("Email", "n", "email", at(1), at(2)))
+        env.db.session.execute(
+            sa.update(lead).values(visitor_id="ann-browser").where(lead.user_id == ann)
+        )
+        env.db.session.commit()
+    add_touches(env, 1, claimed_by=ann, visitor="ann-browser")
+    add_touches(env, 1, visitor="ann-browser")  # after a logout: her next login would claim it
+    add_touches(env, 1, claimed_by=bob, visitor="bob-browser")
+    add_touches(env, 1, visitor="stranger")
+
+    result = runner.invoke(args=["utm", "erase", "--user", str(ann)], input="n\n")
+    assert result.exit_code == 1 and "Aborted" in result.output
+    assert count(env, lead) == 2
+
+    result = runner.invoke(args=["utm", "erase", "--user", str(ann)], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert f"Erased user {ann}: 1 lead sources, 1 claimed and 1 unclaimed touches." in result.stdout
+    assert count(env, lead, lead.user_id == ann) == 0
+    assert count(env, lead, lead.user_id == bob) == 1
+    assert count(env, touch_model) == 2  # bob's and the stranger's
+
+    result = runner.invoke(args=["utm", "erase", "--user", str(ann), "--yes"])
+    assert "0 lead sources, 0 claimed and 0 unclaimed" in result.stdout
+
+
+def test_erase_rejects_a_bad_id(env: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(args=["utm", "erase", "--user", "abc", "--yes"])
+    assert result.exit_code == 2
+    assert "'abc' is not a valid user id." in result.output
+
+
+def test_printable() -> None:
+    assert printable("") == "(not set)"
+    assert printable("a\nb") == "a?b"
+    assert printable("abcdef", width=4) == "abc…"
