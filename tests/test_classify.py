@@ -22,10 +22,13 @@ from hypothesis import strategies as st
         ("https://www.bing.com/search?q=utm+tracker", "organic", "bing", "utm tracker"),
         ("https://www.bing.com/images/search?q=cats", "organic", "bing images", "cats"),
         ("https://duckduckgo.com/", "organic", "duckduckgo", None),
+        ("https://html.duckduckgo.com/html/?q=flask", "organic", "duckduckgo", "flask"),
         ("https://yandex.ru/search/?text=flask", "organic", "yandex", "flask"),
         ("https://es.search.yahoo.com/search?p=tarot", "organic", "yahoo", "tarot"),
         ("https://www.ecosia.org/search?q=trees", "organic", "ecosia", "trees"),
         ("https://search.brave.com/search?q=brave", "organic", "brave", "brave"),
+        # A redirect's destination is no search term.
+        ("https://www.google.com/url?q=https://example.com/&sa=U", "organic", "google", None),
         # A regex in the list finds the term in the path.
         ("https://1.cz/s/hledam/", "organic", "1.cz", "hledam"),
         # A search engine names its own hosts only: its other subdomains are plain websites,
@@ -45,6 +48,7 @@ from hypothesis import strategies as st
         ("https://old.reddit.com/r/flask", "social", "reddit", None),
         ("https://someone.tumblr.com/", "social", "tumblr", None),
         ("https://linktr.ee/someone", "social", "linktree", None),
+        ("https://t.me/channel/12", "social", "telegram", None),
         # AI assistants, and a path that makes x.com an assistant.
         ("https://chatgpt.com/", "ai", "chatgpt", None),
         ("https://chat.openai.com/c/1", "ai", "chatgpt", None),
@@ -52,6 +56,7 @@ from hypothesis import strategies as st
         ("https://www.perplexity.ai/search/abc", "ai", "perplexity", None),
         ("https://gemini.google.com/app", "ai", "gemini", None),
         ("https://x.com/i/grok?conversation=1", "ai", "grok", None),
+        ("https://www.bing.com/chat?q=hi", "ai", "copilot", None),
         ("https://poe.com/", "ai", "poe", None),
         # Webmail: our list, more specific than a search engine's host.
         ("https://mail.google.com/mail/u/0/", "email", "gmail", None),

@@ -75,22 +75,30 @@ class _Entry:
 
     def term(self, path: str, query: str) -> str | None:
         """Return the search term carried by ``path`` and ``query``, if any."""
-        if not self.params:
-            return None
-        if query:
+        if query and self.params:
             values: dict[str, str] = {}
             for name, value in parse_qsl(query):
-                values.setdefault(name, value)
+                if value.strip():
+                    values.setdefault(name, value)
             for name in self.params:
-                value = values.get(name, "").strip()
-                if value:
-                    return _clean(value)
+                term = _search_term(values.get(name, ""))
+                if term is not None:
+                    return term
         target = f"{path}?{query}" if query else path
         for pattern in self.patterns:
             match = pattern.search(target)
-            if match and match.group(1).strip():
-                return _clean(unquote_plus(match.group(1)))
+            if match:
+                term = _search_term(unquote_plus(match.group(1) or ""))
+                if term is not None:
+                    return term
         return None
+
+
+def _search_term(value: str) -> str | None:
+    """``value`` cleaned, unless empty or a URL (``google.com/url?q=https://...`` is a redirect)."""
+    if value.lstrip()[:8].lower().startswith(("http://", "https://")):
+        return None
+    return _clean(value)
 
 
 class _Slot(t.NamedTuple):
