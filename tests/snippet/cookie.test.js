@@ -1,0 +1,104 @@
+// The cookie shared with the collector (snippet/src/cookie.js, collector cookie.py).
+import assert from "node:assert/strict";
+import { afterEach, test } from "node:test";
+import { decode, encode, MAX_LENGTH, readCookie, URL_LIMIT, writeCookie } from "../../snippet/src/cookie.js";
+import { newId } from "../../snippet/src/ids.js";
+import { Browser } from "./browser.js";
+
+afterEach(() => Browser.reset());
+
+const reference = (value) => JSON.parse(Buffer.from(value, "base64url").toString("utf8"));
+const touch = (n, params = { utm_source: "news" }) => ({
+  id: `touch${n}`,
+  ts: 1_700_000_000_000 + n,
+  url: `https://www.example.com/landing/${n}?utm_source=news`,
+  referrer: "https://mail.google.com/",
+  params,
+});
+
+test("ids are 22 base64url characters from 16 random bytes", () => {
+  const ids = new Set(Array.from({ length: 1000 }, newId));
+  assert.equal(ids.size, 1000);
+  for (const id of ids) assert.match(id, /^[A-Za-z0-9_-]{22}$/);
+});
+
+test("ids fall back to Math.random where crypto.getRandomValues is missing", (t) => {
+  t.mock.method(globalThis.crypto, "getRandomValues", () => {
+    throw new Error("no crypto");
+  });
+  assert.match(newId(), /^[A-Za-z0-9_-]{22}$/);
+  assert.notEqual(newId(), newId());
+});
+
+test("the value is base64url without padding of UTF-8 JSON, read back by any base64url decoder", () => {
+  const state = { v: "visitor_1", t: [touch(1, { utm_term: "café ☕ 😀" })], l: { id: "touch1", ts: 1, params: {} } };
+  const value = encode(structuredClone(state));
+  assert.match(value, /^[A-Za-z0-9_-]+$/);
+  assert.deepEqual(reference(value), state);
+  assert.deepEqual(decode(value), state);
+});
+
+test("a value the collector wrote decodes, with t defaulting to []", () => {
+  const value = Buffer.from(JSON.stringify({ v: "abc", l: { id: "x", ts: 5, params: { gclid: "G" } } })).toString("base64url");
+  assert.deepEqual(decode(value), { v: "abc", t: [], l: { id: "x", ts: 5, params: { gclid: "G" } } });
+});
+
+test("url and referrer of pending touches are cut to 512 characters", () => {
+  const long = { ...touch(1), url: "https://www.example.com/?" + "a".repeat(2000), referrer: "https://r.test/" + "b".repeat(900) };
+  const decoded = reference(encode({ v: "v", t: [long] }));
+  assert.equal(decoded.t[0].url.length, URL_LIMIT);
+  assert.equal(decoded.t[0].referrer.length, URL_LIMIT);
+  assert.deepEqual(decoded.t[0].params, long.params);
+});
+
+test("long click IDs: pending touches t[1], t[2], ... go first, never t[0], until under 3,800", () => {
+  const clicks = (n) => ({ gclid: `${n}`.padEnd(255, "G"), fbclid: `${n}`.padEnd(255, "F"), msclkid: `${n}`.padEnd(255, "M") });
+  const pending = Array.from({ length: 8 }, (_, n) => touch(n, clicks(n)));
+  const value = encode({ v: newId(), t: [...pending], l: { id: "touch7", ts: 7, params: clicks(7) } });
+  assert.ok(value.length < MAX_LENGTH, `${value.length} characters`);
+  const ids = reference(value).t.map((t) => t.id);
+  assert.equal(ids[0], "touch0");
+  assert.ok(ids.length >= 2 && ids.length < 8);
+  // The newest survive: the dropped ones are the oldest after t[0].
+  assert.deepEqual(ids.slice(1), pending.slice(8 - ids.length + 1).map((t) => t.id));
+});
+
+test("should t[0] alone not fit, t goes (as in the collector): the visitor id must survive", () => {
+  const huge = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`tag${i}`, "x".repeat(255)]));
+  const value = encode({ v: "visitor", t: [touch(0, huge)] });
+  assert.ok(value.length < MAX_LENGTH);
+  assert.deepEqual(reference(value), { v: "visitor", t: [] });
+});
+
+test("readCookie finds its cookie among others and ignores garbage", () => {
+  const browser = new Browser().install();
+  browser.jar.set("session", "abc");
+  browser.setCookie({ v: "me", t: [] });
+  browser.jar.set("other_utm_tracker", "x");
+  assert.deepEqual(readCookie("utm_tracker"), { v: "me", t: [] });
+  assert.equal(readCookie("missing"), undefined);
+  browser.jar.set("utm_tracker", "%%%not base64");
+  assert.equal(readCookie("utm_tracker"), undefined);
+  browser.jar.set("utm_tracker", Buffer.from('{"t":[]}').toString("base64url"));
+  assert.equal(readCookie("utm_tracker"), undefined);
+});
+
+test("readCookie returns undefined when document.cookie throws (cookies blocked)", () => {
+  new Browser().install();
+  Object.defineProperty(globalThis.document, "cookie", {
+    get() {
+      throw new DOMException("The document is sandboxed", "SecurityError");
+    },
+  });
+  assert.equal(readCookie("utm_tracker"), undefined);
+});
+
+test("writeCookie: Path=/, SameSite=Lax, Max-Age, Domain when given, Secure on https only", () => {
+  const browser = new Browser({ url: "https://www.example.com/" }).install();
+  writeCookie("utm_tracker", { v: "me", t: [] }, 600, ".example.com");
+  assert.match(browser.cookieWrites[0], /^utm_tracker=[A-Za-z0-9_-]+; Path=\/; SameSite=Lax; Max-Age=600; Domain=\.example\.com; Secure$/);
+  browser.url = "http://localhost:5000/";
+  writeCookie("utm_tracker", { v: "me", t: [] }, 31536000);
+  assert.match(browser.cookieWrites[1], /; Path=\/; SameSite=Lax; Max-Age=31536000$/);
+  assert.doesNotMatch(browser.cookieWrites[1], /HttpOnly|Secure|Domain/);
+});

@@ -1,0 +1,331 @@
+// The tracker end to end against a fake browser: the new-touch rule with adoption of the
+// collector's cookie, storage, the delivery queue, consent, GPC, SPA capture, and never throwing.
+import assert from "node:assert/strict";
+import { afterEach, test } from "node:test";
+import { createTracker } from "../../snippet/src/tracker.js";
+import { Browser, settle } from "./browser.js";
+
+afterEach(() => Browser.reset());
+
+const LANDING = "https://www.example.com/pricing?utm_source=Newsletter&utm_medium=email&utm_campaign=Spring&gclid=Cj0KCQ";
+const WEBMAIL = "https://mail.google.com/";
+const PARAMS = { utm_source: "newsletter", utm_medium: "email", utm_campaign: "spring", gclid: "Cj0KCQ" };
+const MINUTE = 60_000;
+
+/** A page load: install `browser` with `url` and `referrer`, make a tracker, capture, let it send. */
+async function load(browser, url, referrer = "", options = {}) {
+  Object.assign(browser, { url, referrer });
+  browser.install();
+  const tracker = createTracker(options);
+  const touch = plain(tracker.capture());
+  await settle();
+  return { tracker, touch };
+}
+
+/** `value` as it travels: through JSON (a touch without a referrer has `referrer: undefined`). */
+const plain = (value) => (value == null ? value : JSON.parse(JSON.stringify(value)));
+
+test("a campaign landing makes a touch: localStorage, cookie, beacon", async () => {
+  const browser = new Browser();
+  const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
+  assert.match(touch.id, /^[A-Za-z0-9_-]{22}$/);
+  assert.deepEqual(touch.params, PARAMS);
+  assert.equal(touch.url, LANDING);
+  assert.equal(touch.referrer, WEBMAIL);
+  assert.ok(Math.abs(touch.ts - Date.now()) < 5000);
+
+  const stored = browser.stored();
+  assert.match(stored.v, /^[A-Za-z0-9_-]{22}$/);
+  assert.deepEqual(stored.first, touch);
+  assert.deepEqual(stored.latest, touch);
+  assert.deepEqual(stored.queue, [], "acknowledged by a 204");
+  assert.deepEqual(tracker.touches(), { first: touch, latest: touch });
+
+  const cookie = browser.cookie();
+  assert.equal(cookie.v, stored.v);
+  assert.deepEqual(cookie.t, [touch]);
+  assert.deepEqual(cookie.l, { id: touch.id, ts: touch.ts, params: PARAMS });
+
+  assert.equal(browser.requests.length, 1);
+  const [request] = browser.requests;
+  assert.equal(request.url, "/utm/beacon");
+  assert.equal(request.init.method, "POST");
+  assert.equal(request.init.keepalive, true);
+  assert.equal(request.init.credentials, "include");
+  assert.equal(typeof request.init.body, "string", "a string body: text/plain, no CORS preflight");
+  assert.deepEqual(request.body, { v: stored.v, touches: [touch] });
+});
+
+test("an internal referrer is left out of the touch; a direct visit makes none", async () => {
+  const browser = new Browser();
+  const { touch } = await load(browser, LANDING, "https://www.example.com/blog");
+  assert.equal(touch.referrer, undefined);
+  assert.equal(JSON.stringify(browser.requests[0].body).includes("referrer"), false);
+
+  const direct = new Browser();
+  assert.equal((await load(direct, "https://www.example.com/")).touch, null);
+  assert.equal(direct.requests.length, 0);
+});
+
+test("the same campaign again is no new touch; another one is, and the first touch stays", async () => {
+  const browser = new Browser();
+  const first = (await load(browser, LANDING, WEBMAIL)).touch;
+  assert.equal((await load(browser, LANDING.replace("/pricing", "/about"))).touch, null);
+  const second = (await load(browser, "https://www.example.com/?utm_source=twitter&utm_medium=social")).touch;
+  assert.ok(second);
+  assert.deepEqual(browser.stored().first, first);
+  assert.deepEqual(browser.stored().latest, second);
+  assert.deepEqual(browser.cookie().t.map((t) => t.id), [first.id, second.id]);
+  assert.equal(browser.requests.length, 2);
+});
+
+test("reloading a landing page makes no touch, even one with new parameters", async () => {
+  const browser = new Browser({ navigation: "reload" });
+  assert.equal((await load(browser, LANDING, WEBMAIL)).touch, null);
+  assert.equal(browser.stored()?.queue.length ?? 0, 0);
+  assert.equal(browser.requests.length, 0);
+});
+
+test("a referral makes a touch only without a latest touch or after 30 minutes", async (t) => {
+  t.mock.timers.enable({ apis: ["Date"], now: 1_700_000_000_000 });
+  const browser = new Browser();
+  const referral = (await load(browser, "https://www.example.com/", "https://news.ycombinator.com/item?id=1")).touch;
+  assert.deepEqual(referral.params, {});
+  assert.equal(referral.referrer, "https://news.ycombinator.com/item?id=1");
+  t.mock.timers.tick(29 * MINUTE);
+  assert.equal((await load(browser, "https://www.example.com/", "https://www.reddit.com/")).touch, null);
+  t.mock.timers.tick(31 * MINUTE);
+  assert.ok((await load(browser, "https://www.example.com/", "https://www.reddit.com/")).touch);
+  assert.equal(browser.stored().first.id, referral.id);
+});
+
+test("adoption: a touch the collector already wrote into the cookie for this page view is not made twice", async () => {
+  const browser = new Browser();
+  const server = { id: "serverTouch_123", ts: Date.now() - 1000, params: PARAMS };
+  browser.setCookie({ v: "visitorFromServer", t: [{ ...server, url: LANDING }], l: server });
+  const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
+  assert.equal(touch, null);
+  assert.equal(browser.requests.length, 0);
+  assert.equal(browser.stored().v, "visitorFromServer");
+  assert.deepEqual(tracker.touches(), { first: server, latest: server });
+  // The cookie was left as the collector wrote it.
+  assert.equal(browser.cookieWrites.length, 0);
+  assert.deepEqual(browser.cookie().t.map((t) => t.id), ["serverTouch_123"]);
+});
+
+test("adoption: the cookie's newer latest touch counts against localStorage's older one", async () => {
+  const browser = new Browser();
+  const old = (await load(browser, "https://www.example.com/?utm_source=old")).touch;
+  const server = { id: "srv", ts: Date.now() + 1, params: PARAMS };
+  browser.setCookie({ ...browser.cookie(), l: server });
+  assert.equal((await load(browser, LANDING)).touch, null);
+  assert.deepEqual(browser.stored().latest, server);
+  assert.equal(browser.stored().first.id, old.id);
+});
+
+test("the snippet adopts the cookie's visitor id and appends to its pending touches", async () => {
+  const browser = new Browser();
+  const pending = { id: "earlier", ts: 1, url: "https://app.example.com/", params: { utm_source: "x" } };
+  browser.setCookie({ v: "serverVisitor", t: [pending], l: { id: "earlier", ts: 1, params: pending.params } });
+  const { touch } = await load(browser, LANDING);
+  assert.equal(browser.requests[0].body.v, "serverVisitor");
+  const cookie = browser.cookie();
+  assert.equal(cookie.v, "serverVisitor");
+  assert.deepEqual(cookie.t.map((t) => t.id), ["earlier", touch.id]);
+  assert.equal(cookie.l.id, touch.id);
+});
+
+test("the queue: 2xx removes, 5xx / 429 / 408 / network errors keep, other 4xx drop", async () => {
+  for (const [answer, kept] of [
+    [200, false], [204, false], [400, false], [413, false], [422, false],
+    [408, true], [429, true], [500, true], [503, true], [new TypeError("Failed to fetch"), true],
+  ]) {
+    const browser = new Browser({ collector: () => answer });
+    const { touch } = await load(browser, LANDING);
+    assert.deepEqual(browser.stored().queue.map((t) => t.id), kept ? [touch.id] : [], `answer ${answer}`);
+  }
+});
+
+test("a queued touch is retried on the next page load and by flush(), once acknowledged it stops", async () => {
+  let status = 503;
+  const browser = new Browser({ collector: () => status });
+  const { tracker, touch } = await load(browser, LANDING);
+  await tracker.flush();
+  assert.equal(browser.requests.length, 2);
+  await load(browser, "https://www.example.com/about");
+  assert.equal(browser.requests.length, 3, "retried on the next page load");
+  status = 204;
+  const next = await load(browser, "https://www.example.com/contact");
+  assert.deepEqual(browser.requests.map((r) => r.body.touches[0].id), Array(4).fill(touch.id));
+  assert.deepEqual(browser.stored().queue, []);
+  await next.tracker.flush();
+  assert.equal(browser.requests.length, 4, "nothing left to send");
+});
+
+test("one body per touch: within 50 touches and 16 KiB whatever the queue holds", async () => {
+  const browser = new Browser({ collector: () => 503 });
+  const long = "x".repeat(255);
+  for (let i = 0; i < 60; i++) await load(browser, `https://www.example.com/?gclid=${i}${long}&fbclid=${long}&msclkid=${long}`);
+  browser.collector = () => 204;
+  browser.requests = [];
+  await load(browser, "https://www.example.com/");
+  assert.equal(browser.requests.length, 60);
+  for (const request of browser.requests) {
+    assert.ok(request.body.touches.length <= 50);
+    assert.ok(Buffer.byteLength(request.init.body) < 16384);
+  }
+  assert.deepEqual(browser.stored().queue, []);
+});
+
+test("pagehide sends the queue with sendBeacon; it stays queued until a fetch is acknowledged", async () => {
+  const browser = new Browser({ collector: () => 503 });
+  const { touch } = await load(browser, LANDING);
+  browser.dispatch("pagehide");
+  assert.deepEqual(browser.beacons.map((b) => b.body), [{ v: browser.stored().v, touches: [touch] }]);
+  assert.equal(browser.beacons[0].url, "/utm/beacon");
+  assert.equal(browser.stored().queue.length, 1);
+});
+
+test("flush() resolves, never rejects, and sends nothing when there is nothing to send", async () => {
+  const browser = new Browser().install();
+  const tracker = createTracker();
+  await tracker.flush();
+  assert.equal(browser.requests.length, 0);
+});
+
+test("options: endpoint, cookie name (also the storage key), domain, max-age, custom tags", async () => {
+  const browser = new Browser();
+  const { touch } = await load(browser, "https://www.example.com/?REF=Bob&Partner=Acme&x=1", "", {
+    endpoint: "https://app.example.com/utm/beacon",
+    cookieName: "attrib",
+    cookieDomain: ".example.com",
+    maxAge: "86400",
+    customTags: "ref, partner",
+  });
+  assert.deepEqual(touch.params, { ref: "Bob", partner: "Acme" });
+  assert.equal(browser.requests[0].url, "https://app.example.com/utm/beacon");
+  assert.ok(browser.cookie("attrib"));
+  assert.ok(browser.stored("attrib"));
+  assert.match(browser.cookieWrites[0], /^attrib=.*; Max-Age=86400; Domain=\.example\.com; Secure$/);
+});
+
+test("GPC: nothing stored or sent, unless data-gpc=\"ignore\"", async () => {
+  const browser = new Browser({ gpc: true });
+  const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
+  assert.equal(touch, null);
+  await tracker.consent(true);
+  browser.dispatch("pagehide");
+  assert.equal(browser.storage.size + browser.jar.size + browser.requests.length + browser.beacons.length, 0);
+  assert.deepEqual(tracker.touches(), { first: null, latest: null });
+
+  const ignoring = new Browser({ gpc: true });
+  assert.ok((await load(ignoring, LANDING, WEBMAIL, { gpc: "ignore" })).touch);
+  assert.equal(ignoring.requests.length, 1);
+});
+
+test("consent required: touches wait in memory, consent(true) stores and sends them", async () => {
+  const browser = new Browser();
+  const { tracker, touch } = await load(browser, LANDING, WEBMAIL, { consent: "required" });
+  assert.ok(touch);
+  browser.dispatch("pagehide");
+  assert.equal(browser.storage.size + browser.jar.size + browser.requests.length + browser.beacons.length, 0);
+  await tracker.consent(true);
+  assert.deepEqual(browser.requests.map((r) => r.body.touches[0]), [touch]);
+  assert.deepEqual(browser.stored().first, touch);
+  assert.deepEqual(browser.cookie().t, [touch]);
+});
+
+test("consent required: consent(false) drops the held touches and captures no more", async () => {
+  const browser = new Browser();
+  const { tracker } = await load(browser, LANDING, WEBMAIL, { consent: "required" });
+  await tracker.consent(false);
+  browser.url = "https://www.example.com/?utm_source=other";
+  assert.equal(tracker.capture(), null);
+  await tracker.flush();
+  browser.dispatch("pagehide");
+  assert.equal(browser.storage.size + browser.jar.size + browser.requests.length + browser.beacons.length, 0);
+});
+
+test("SPA: capture() reads the new URL; the referrer and reload belong to the first capture only", async () => {
+  const browser = new Browser({ navigation: "reload" });
+  const { tracker } = await load(browser, "https://www.example.com/", WEBMAIL);
+  browser.url = "https://www.example.com/app?utm_source=ads&utm_medium=cpc";
+  const touch = tracker.capture();
+  assert.deepEqual(touch.params, { utm_source: "ads", utm_medium: "cpc" });
+  assert.equal(touch.referrer, undefined);
+  await tracker.flush();
+  assert.equal(browser.requests.length, 1);
+  browser.url = "https://www.example.com/app/settings";
+  assert.equal(tracker.capture(), null);
+});
+
+test("SPA: spa \"auto\" captures on pushState, replaceState and popstate", async () => {
+  const browser = new Browser();
+  const { tracker } = await load(browser, "https://www.example.com/", "", { spa: "auto" });
+  history.pushState({}, "", "/a?utm_source=one");
+  history.replaceState({}, "", "/a?utm_source=two");
+  browser.url = "https://www.example.com/b?utm_source=three";
+  browser.dispatch("popstate");
+  await tracker.flush();
+  await settle();
+  assert.deepEqual(browser.requests.map((r) => r.body.touches[0].params.utm_source), ["one", "two", "three"]);
+});
+
+test("never throws: localStorage throwing still captures and sends (state kept in memory)", async () => {
+  const browser = new Browser({ url: LANDING });
+  browser.install();
+  const broken = () => {
+    throw new DOMException("The operation is insecure.", "SecurityError");
+  };
+  Object.defineProperty(globalThis, "localStorage", { get: broken, configurable: true });
+  const tracker = createTracker();
+  const touch = tracker.capture();
+  await tracker.flush();
+  assert.ok(touch);
+  assert.equal(browser.requests.length, 1);
+  assert.deepEqual(plain(tracker.touches()), plain({ first: touch, latest: touch }));
+});
+
+test("never throws: cookies throwing, fetch missing, sendBeacon missing, no performance", async () => {
+  const browser = new Browser({ collector: () => 503 });
+  browser.install();
+  Object.defineProperty(globalThis.document, "cookie", {
+    get() {
+      throw new DOMException("sandboxed", "SecurityError");
+    },
+    set() {
+      throw new DOMException("sandboxed", "SecurityError");
+    },
+  });
+  delete globalThis.fetch;
+  delete globalThis.performance;
+  globalThis.navigator.sendBeacon = undefined;
+  const tracker = createTracker();
+  const touch = tracker.capture();
+  assert.equal(touch, null, "no performance: capture gives up quietly");
+  Object.defineProperty(globalThis, "performance", { value: { getEntriesByType: () => [] }, configurable: true });
+  browser.url = LANDING;
+  assert.ok(tracker.capture());
+  await tracker.flush();
+  browser.dispatch("pagehide");
+  assert.equal(browser.stored().queue.length, 1, "kept for a later page load");
+  await tracker.consent(true);
+});
+
+test("never throws: garbage in localStorage and the cookie is replaced", async () => {
+  const browser = new Browser();
+  browser.storage.set("utm_tracker", "{not json");
+  browser.jar.set("utm_tracker", "garbage!");
+  const { touch } = await load(browser, LANDING);
+  assert.ok(touch);
+  assert.equal(browser.cookie().v, browser.stored().v);
+});
+
+test("never throws without a browser at all (server-side rendering)", async () => {
+  Browser.reset();
+  const tracker = createTracker();
+  assert.equal(tracker.capture(), null);
+  await tracker.flush();
+  assert.deepEqual(tracker.touches(), { first: null, latest: null });
+  await tracker.consent(true);
+});
