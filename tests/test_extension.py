@@ -241,3 +241,69 @@ def test_defaults_are_set_with_setdefault(env: HostApp) -> None:
     assert config["UTM_TRACKER_CAPTURE_QUERYSTRING"] is True
     assert config["UTM_TRACKER_RESPECT_GPC"] is True
     assert isinstance(env.tracker, UTMTracker)
+
+
+def test_database_error_never_breaks_the_login_and_touches_wait(
+    env: HostApp, client: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.get("/landing?utm_source=patient")
+    table = env.tracker.LeadSource.__table__
+    with env.app.app_context():
+        table.drop(env.db.engine)
+    login(client)  # the write fails: logged, the login succeeds
+    assert "will retry" in caplog.text
+    assert len(pending(client)) == 1
+    with env.app.app_context():
+        table.create(env.db.engine)
+    assert client.get("/").status_code == 200  # the next authenticated request writes it
+    assert [r.source for r in rows(env)] == ["patient"]
+    assert pending(client) == []
+
+
+def test_stash_touch_when_logged_in_is_written_at_once(env: HostApp, client: t.Any) -> None:
+    @env.app.route("/refer")
+    def refer() -> str:
+        return stash_touch(source="partner", medium="referral")
+
+    login(client)
+    touch_id = client.get("/refer").get_data(as_text=True)
+    (row,) = rows(env)
+    assert (row.touch_id, row.source) == (touch_id, "partner")
+
+
+def test_touch_recorded_signal(env: HostApp, client: t.Any) -> None:
+    from flask_utm_tracker import touch_recorded
+
+    got = []
+
+    def on_touch(sender: t.Any, touch: dict[str, t.Any], user_id: t.Any) -> None:
+        got.append((sender, touch["source"], user_id))
+
+    with touch_recorded.connected_to(on_touch):
+        client.get("/landing?utm_source=signal")
+    assert got == [(env.app, "signal", None)]
+
+
+def test_excluded_and_cookie_domain_referrers_make_no_touch(db_url: str) -> None:
+    env = make_app(db_url, UTM_TRACKER_COOKIE_DOMAIN=".example.com")
+    client = env.app.test_client()
+    for referrer in [
+        "https://checkout.stripe.com/pay/cs_123",
+        "https://www.paypal.com/checkoutnow",
+        "https://www.example.com/pricing",
+    ]:
+        client.get("/landing", headers={"Referer": referrer})
+    assert client.get_cookie("utm_tracker", domain=".example.com") is None
+    assert client.get_cookie("utm_tracker") is None
+
+
+def test_referral_after_the_session_timeout_is_a_new_touch(db_url: str) -> None:
+    env = make_app(db_url, UTM_TRACKER_SESSION_TIMEOUT=0)
+    client = env.app.test_client()
+    client.get("/landing", headers={"Referer": "https://blog.example.org/post/1"})
+    import time
+
+    time.sleep(0.01)
+    client.get("/landing", headers={"Referer": "https://www.reddit.com/r/flask"})
+    login(client)
+    assert [r.source for r in rows(env)] == ["blog.example.org", "reddit"]
