@@ -43,7 +43,8 @@ _MAX_HOST = 253
 _SECOND_LEVEL = frozenset(
     {"co", "com", "net", "org", "edu", "gov", "ac", "or", "ne", "go", "gob", "gv", "mil", "nic"}
 )
-#: First labels that name the same site as the host without them.
+#: First labels that name the same site as the host without them: www, m, and a country
+#: (``uk.search-results.com``), as Matomo's own matching drops them.
 _ALIASES = re.compile(r"(?:www\d*|w\d+|m|mobile|[a-z]{2})")
 _VALID_HOST = re.compile(r"[\w-]+(?:\.[\w-]+)*|[0-9a-f:.]+")
 
@@ -155,10 +156,8 @@ class _HostIndex:
     @staticmethod
     def _put(table: dict[str, list[_Slot]], key: str, slot: _Slot) -> None:
         slots = table.setdefault(key, [])
-        if any(s.path == slot.path and s.entry.medium == slot.entry.medium for s in slots):
-            return  # the first list to name a host keeps it: lists are added by priority
-        slots.append(slot)
-        slots.sort(key=lambda s: -len(s.path))  # stable: equal paths keep the list order
+        if all(s.path != slot.path for s in slots):  # lists come by priority: the first wins
+            slots.append(slot)
 
     def matches(self, labels: list[str], path: str) -> t.Iterator[_Match]:
         """Yield the patterns covering the host ``labels``, most specific host first (one per
