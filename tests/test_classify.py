@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 import typing as t
+from importlib import resources
 
 import pytest
+import yaml
 from flask_utm_tracker.classify import Referrer, classify_referrer, source_category
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -295,3 +297,54 @@ def test_never_raises_on_any_string(url: str) -> None:
 @settings(max_examples=200, deadline=None)
 def test_source_category_never_raises(source: str) -> None:
     assert source_category(source) in {None, "search", "social", "video", "shopping", "ai"}
+
+
+def _hosts(name: str) -> list[str]:
+    text = resources.files("flask_utm_tracker").joinpath(f"data/{name}").read_text("utf-8")
+    data = yaml.safe_load(text)
+    if name.endswith("SearchEngines.yml"):
+        return [host for specs in data.values() for spec in specs for host in spec["urls"]]
+    return [host for hosts in data.values() for host in hosts or ()]
+
+
+def _example_url(pattern: str) -> str:
+    """A URL the pattern covers: ``{}`` becomes a TLD or a subdomain, ``*`` some letters."""
+    host, _, path = pattern.partition("/")
+    labels = host.split(".")
+    labels = [label.replace("*", "x") for label in labels[:-1]] + [labels[-1]]
+    labels = ["sub" if label == "{}" else label for label in labels[:-1]] + [labels[-1]]
+    host = ".".join(labels).replace("{}", "de")
+    return f"https://{host}/{path}"
+
+
+@pytest.mark.parametrize(
+    ("name", "medium"),
+    [
+        ("webmail.yml", "email"),
+        ("ad-hosts.yml", "paid"),
+        ("extra-AIAssistants.yml", "ai"),
+        ("extra-Socials.yml", "social"),
+        ("extra-SearchEngines.yml", "organic"),
+        ("matomo-AIAssistants.yml", "ai"),
+    ],
+)
+def test_every_listed_host_gets_its_medium(name: str, medium: str) -> None:
+    """No host of a list is shadowed by another list (a misspelt or misplaced entry)."""
+    wrong = {}
+    for pattern in _hosts(name):
+        result = classify_referrer(_example_url(pattern))
+        if result is None or result.medium != medium:
+            wrong[pattern] = result
+    assert not wrong
+
+
+def test_matomo_lists_load_whole() -> None:
+    """Each host of the vendored social and search lists is recognised (app ids aside)."""
+    for name, medium in (("matomo-Socials.yml", "social"), ("matomo-SearchEngines.yml", "")):
+        for pattern in _hosts(name):
+            if pattern.startswith(("com.", "org.", "android-app")):
+                continue  # Android app ids, for android-app:// referrers (not http)
+            result = classify_referrer(_example_url(pattern))
+            assert result is not None
+            assert result.medium != "referral", pattern
+            assert not medium or result.medium == medium, pattern

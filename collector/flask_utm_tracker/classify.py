@@ -111,10 +111,12 @@ class _Slot(t.NamedTuple):
 
 
 class _Match(t.NamedTuple):
-    """A pattern that covers a host; ``loose`` when the host is a subdomain of the listed one
-    and the pattern does not say it covers subdomains (a search engine's ``docs.google.com``).
+    """A pattern that covers a host: ``level`` labels of the host were dropped to find it;
+    ``loose`` when the host is a subdomain of the listed one and the pattern does not say it
+    covers subdomains (a search engine's ``docs.google.com``).
     """
 
+    level: int
     entry: _Entry
     loose: bool
 
@@ -140,8 +142,9 @@ class _HostIndex:
             mediums.append(entry.medium)
         host, _, path = pattern.strip().lower().partition("/")
         labels = host.split(".")
-        if labels[0] == "{}":
-            labels, subdomains = labels[1:], True
+        if "{}" in labels[:-1]:  # "{}.bing.com", "images.{}.ask.com": any subdomain
+            last = max(i for i, label in enumerate(labels[:-1]) if label == "{}")
+            labels, subdomains = labels[last + 1 :], True
         if not labels or not all(labels):
             return
         slot = _Slot(f"/{path}" if path else "", entry, subdomains)
@@ -156,8 +159,12 @@ class _HostIndex:
     @staticmethod
     def _put(table: dict[str, list[_Slot]], key: str, slot: _Slot) -> None:
         slots = table.setdefault(key, [])
-        if all(s.path != slot.path for s in slots):  # lists come by priority: the first wins
-            slots.append(slot)
+        for i, other in enumerate(slots):
+            if other.path == slot.path:  # lists come by priority: the first wins
+                if other.entry == slot.entry and slot.subdomains:
+                    slots[i] = slot  # "bing.com", then "{}.bing.com"
+                return
+        slots.append(slot)
 
     def matches(self, labels: list[str], path: str) -> t.Iterator[_Match]:
         """Yield the patterns covering the host ``labels``, most specific host first (one per
@@ -182,7 +189,7 @@ class _HostIndex:
                 )
             slot = self._slot(slots, path)
             if slot is not None:
-                yield _Match(slot.entry, subdomain and not slot.subdomains)
+                yield _Match(i, slot.entry, subdomain and not slot.subdomains)
 
     @staticmethod
     def _slot(slots: list[_Slot], path: str) -> _Slot | None:
@@ -313,7 +320,7 @@ def source_category(source: str | None) -> str | None:
         return None
     labels = split[0].split(".")
     for match in index.matches(labels, "/"):
-        return match.entry.medium
+        return match.entry.medium  # the most specific match
     referrer = classify_referrer(f"https://{name}/")
     return _CATEGORY_OF_MEDIUM.get(referrer.medium) if referrer else None
 
@@ -407,17 +414,23 @@ def classify_referrer(
         return Referrer("spam", bare)
 
     # The most specific match wins, except a search engine's with no search term in the URL: it
-    # gives way to a broader match of another list (www.facebook.com is Facebook's search only
-    # with ?q=), and names no subdomain of its hosts at all (docs.google.com is a referral).
+    # names no subdomain of its hosts (docs.google.com is a referral), and gives way to another
+    # list's match of the same site (www.facebook.com is Facebook's search only with ?q=, else
+    # the social network facebook.com; suche.web.de stays a search, although web.de is mail).
     fallback: Referrer | None = None
-    for entry, loose in index.matches(labels, path or "/"):
+    fallback_level = 0
+    for level, entry, loose in index.matches(labels, path or "/"):
+        if fallback is not None and not all(
+            _ALIASES.fullmatch(label) for label in labels[fallback_level:level]
+        ):
+            return fallback
         if entry.medium != "organic":
             return Referrer(entry.medium, entry.source)
         term = _term(entry, path, query)
         if term is not None:
             return Referrer(entry.medium, entry.source, term)
         if not loose and fallback is None:
-            fallback = Referrer(entry.medium, entry.source)
+            fallback, fallback_level = Referrer(entry.medium, entry.source), level
     return fallback or Referrer("referral", bare)
 
 
