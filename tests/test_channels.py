@@ -130,8 +130,9 @@ RULES: list[Row] = [
     # utm_* wins over a click ID that is on unpaid links too.
     ("newsletter", "email", None, {"fbclid": "x"}, "Email"),
     ("facebook", "paid", None, {"fbclid": "x"}, "Paid Social"),
-    # utm_source alone: the click ID gives the medium.
+    # utm_source alone: an ad click ID decides, one on unpaid links too does not.
     ("spring-sale", "(not set)", None, {"gclid": "x"}, "Paid Search"),
+    ("newsletter", "(not set)", None, {"fbclid": "x"}, "Unassigned"),
 ]
 
 

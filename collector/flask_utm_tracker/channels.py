@@ -122,10 +122,10 @@ def channel_for(
     """Return the default channel of a touch, by GA4's rules in GA4's order.
 
     Empty values and ``"(not set)"`` (the collector's filler) count as missing. A click ID
-    decides the source and medium when there is no medium, and an ad platform's click
-    ID (gclid, dclid, msclkid, ...) also when the medium came from the referrer (``"organic"``,
-    ``"referral"``, ...): ``gclid`` gives Paid Search, ``dclid`` Display, ``ttclid`` Paid
-    Social, ``fbclid`` with no medium Organic Social.
+    decides the source and medium when both are missing; an ad platform's click ID (gclid,
+    dclid, msclkid, ...) also when only the medium is missing or it came from the referrer
+    (``"organic"``, ``"referral"``, ...), as GA4's auto-tagging does: ``gclid`` gives Paid
+    Search, ``dclid`` Display, ``ttclid`` Paid Social; ``fbclid`` alone gives Organic Social.
 
     :param source: ``utm_source``, or what the click ID or the referrer said.
     :param medium: ``utm_medium``, or what the click ID or the referrer said (``"ai"`` for AI
@@ -138,9 +138,9 @@ def channel_for(
     medium = (medium or "").strip().lower()
     campaign = (campaign or "").strip().lower()
     pair = None
-    if medium in _DIRECT_MEDIUMS:
+    if source in _DIRECT_SOURCES and medium in _DIRECT_MEDIUMS:
         pair = click_id_source(click_ids)
-    elif medium in _REFERRER_MEDIUMS:
+    elif medium in _DIRECT_MEDIUMS or medium in _REFERRER_MEDIUMS:
         pair = _paid_click_source(click_ids)
     if pair is not None:
         source, medium = pair
