@@ -23,9 +23,8 @@ from flask_login import (
     logout_user,
 )
 from flask_sqlalchemy import SQLAlchemy
-from werkzeug.security import check_password_hash, generate_password_hash
-
 from flask_utm_tracker import UTMTracker, stash_touch
+from werkzeug.security import check_password_hash, generate_password_hash
 
 db = SQLAlchemy()
 

@@ -89,11 +89,13 @@ def make_app(db_url: str, **config: t.Any) -> HostApp:
     """A host app as a user writes it: Flask-SQLAlchemy, Flask-Login (session and bearer token)."""
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY="test-secret",
-        TESTING=True,
-        SQLALCHEMY_DATABASE_URI=db_url,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
-        **config,
+        {
+            "SECRET_KEY": "test-secret",
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+            **config,
+        }
     )
     db = SQLAlchemy()
 

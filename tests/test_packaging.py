@@ -1,4 +1,5 @@
 """The wheel built from the repository carries everything the package needs at run time."""
+# ruff: noqa: E501  (CHECK is a script run from the installed wheel)
 
 from __future__ import annotations
 

@@ -47,6 +47,12 @@ SESSION_TIMEOUT = 30 * 60
 RETENTION_DAYS = 90
 #: Most ``Touch`` rows kept per visitor; beacons past that are acknowledged and dropped.
 MAX_TOUCHES_PER_VISITOR = 200
+#: Beacons allowed per client address (``limits`` notation, ``""`` for none); then 429.
+RATE_LIMIT = "60/minute;600/hour"
+#: Where rate-limit counters live: ``memory://`` (one process) or ``redis://host:6379/0`` (shared).
+RATE_LIMIT_STORAGE = "memory://"
+#: Acknowledge beacons from crawlers (crawlerdetect) with 204 and store nothing.
+DROP_BOTS = True
 
 DEFAULTS: dict[str, t.Any] = {
     PREFIX + name: value
@@ -80,6 +86,9 @@ class Settings:
     session_timeout: int
     retention_days: int
     max_touches_per_visitor: int
+    rate_limit: str
+    rate_limit_storage: str
+    drop_bots: bool
 
 
 def _as_list(key: str, value: t.Any) -> tuple[str, ...]:
@@ -147,4 +156,7 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
         max_touches_per_visitor=_as_int(
             PREFIX + "MAX_TOUCHES_PER_VISITOR", get("MAX_TOUCHES_PER_VISITOR")
         ),
+        rate_limit=str(get("RATE_LIMIT") or ""),
+        rate_limit_storage=str(get("RATE_LIMIT_STORAGE") or "memory://"),
+        drop_bots=bool(get("DROP_BOTS")),
     )

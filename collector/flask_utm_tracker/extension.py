@@ -14,7 +14,8 @@ from marshmallow import ValidationError
 
 from . import cookie as cookies
 from . import reconcile
-from .config import Settings, load_settings
+from .abuse import RateLimiter
+from .config import ConfigError, Settings, load_settings
 from .models import make_models
 from .params import TRACKED, has_tracked, normalize
 from .schemas import TouchSchema
@@ -39,6 +40,7 @@ _touch_schema = TouchSchema()
 class _AppState:
     tracker: UTMTracker
     settings: Settings
+    limiter: RateLimiter
 
 
 class UTMTracker:
@@ -80,7 +82,17 @@ class UTMTracker:
                 " Import and use that instance instead."
             )
         settings = load_settings(app.config)
-        app.extensions[EXTENSION] = _AppState(self, settings)
+        try:
+            limiter = RateLimiter(
+                settings.rate_limit,
+                settings.rate_limit_storage,
+                str(app.config.get("SECRET_KEY") or "flask-utm-tracker").encode(),
+            )
+        except ValueError as err:
+            raise ConfigError(
+                f"UTM_TRACKER_RATE_LIMIT or UTM_TRACKER_RATE_LIMIT_STORAGE is invalid: {err}"
+            ) from None
+        app.extensions[EXTENSION] = _AppState(self, settings, limiter)
 
         from .cli import make_cli
         from .views import make_blueprint
@@ -102,14 +114,19 @@ class UTMTracker:
         return func
 
     @staticmethod
-    def settings(app: Flask | None = None) -> Settings:
-        """The settings of ``app`` (default: the current app)."""
+    def state(app: Flask | None = None) -> _AppState:
+        """The extension's state on ``app`` (default: the current app)."""
         state = (app or current_app).extensions.get(EXTENSION)
         if state is None:
             raise RuntimeError(
                 "flask-utm-tracker is not registered on this app. Call tracker.init_app(app) first."
             )
-        return t.cast(_AppState, state).settings
+        return t.cast(_AppState, state)
+
+    @classmethod
+    def settings(cls, app: Flask | None = None) -> Settings:
+        """The settings of ``app`` (default: the current app)."""
+        return cls.state(app).settings
 
     def script_tag(self, **attrs: t.Any) -> Markup:
         """The ``<script>`` tag of the snippet for a Jinja template: ``{{ utm_tracker_script() }}``.

@@ -15,6 +15,7 @@ from marshmallow import ValidationError
 
 from . import cookie as cookies
 from . import reconcile
+from .abuse import is_bot
 from .schemas import MAX_BODY, BeaconSchema
 from .signals import touch_recorded
 
@@ -153,12 +154,19 @@ def make_blueprint(tracker: UTMTracker) -> Blueprint:
 
 def _ingest(tracker: UTMTracker) -> Response:
     """Store a beacon: ``Touch`` rows, and ``LeadSource`` rows at once when authenticated."""
-    settings = tracker.settings()
+    state_ = tracker.state()
+    settings = state_.settings
+    wait = state_.limiter.hit(request.remote_addr or "")
+    if wait is not None:
+        response = error_response(429, "Too many beacons from this client; retry later.")
+        response.headers["Retry-After"] = str(wait)
+        return response
     if settings.respect_gpc and request.headers.get("Sec-GPC") == "1":
-        # Global Privacy Control: acknowledged, nothing read or stored.
-        request.stream.read(MAX_BODY + 1)
+        # Global Privacy Control: acknowledged, nothing stored.
         return Response(status=204)
     beacon = read_beacon()
+    if settings.drop_bots and is_bot(request.user_agent.string):
+        return Response(status=204)  # acknowledged, so that bots learn nothing
     visitor_id: str = beacon["v"]
     context = tracker.context(settings)
     rows = tracker.rows_of(beacon["touches"], context, visitor_id)
