@@ -1,25 +1,403 @@
-"""The dashboard at ``GET /utm/``: denied unless the host grants it."""
+"""The dashboard at ``GET /utm/`` and its data at ``GET /utm/report.json``: denied unless the host
+grants them with ``@tracker.dashboard_permission``.
+
+The chart is an SVG drawn on the server (:func:`chart`), not by a JavaScript charting library:
+the page then needs no script at all (it works under a strict Content-Security-Policy, and
+there is no second build to keep fresh beside the snippet's), every value reaches the browser
+through Jinja's autoescaping only, and the host can restyle or replace it by overriding
+``utm_tracker/_chart.html``. Native SVG ``<title>`` elements give the hover tooltips.
+
+Templates (``utm_tracker/base.html``, ``dashboard.html``, ``_chart.html``) are looked up in the
+host app's template folder first, so a host overrides any of them by placing a file of the same
+name under its own ``templates/utm_tracker/``.
+"""
 
 from __future__ import annotations
 
+import math
 import typing as t
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from importlib import resources
+from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, render_template
+import sqlalchemy as sa
+from flask import Blueprint, Response, abort, jsonify, render_template, request, send_file
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from . import reports
 
 if t.TYPE_CHECKING:
     from .extension import UTMTracker
+
+#: Days shown when the request names no range (ending today, UTC).
+DEFAULT_DAYS = 30
+#: The quick ranges offered above the filters, in days.
+QUICK_RANGES = (7, 30, 90, 365)
+#: Most bars the chart draws; past that the interval grows (day -> week -> month).
+MAX_BUCKETS = 120
+#: Rows in the top-sources and top-campaigns tables, and in the latest-rows table.
+TOP = 10
+LATEST = 20
+#: Colours of the channels (Okabe-Ito and Tableau hues, readable on white).
+CHANNEL_COLOURS = {
+    "Paid Search": "#1f77b4",
+    "Organic Search": "#2ca02c",
+    "Email": "#ff7f0e",
+    "Organic Social": "#d62728",
+    "Paid Social": "#9467bd",
+    "Referral": "#8c564b",
+    "Display": "#e377c2",
+    "AI Assistants": "#17becf",
+    "Affiliates": "#bcbd22",
+    "Direct": "#7f7f7f",
+    "Unassigned": "#c7c7c7",
+}
+FALLBACK_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2")
+
+
+# -- the filters ---------------------------------------------------------------------------------
+
+
+class FiltersSchema(Schema):
+    """The dashboard's filters, from the query string."""
+
+    start = fields.Date(
+        load_default=None, metadata={"description": "First sign-up day; default: 30 days ago."}
+    )
+    end = fields.Date(
+        load_default=None, metadata={"description": "Last sign-up day; default: today."}
+    )
+    model = fields.String(
+        load_default="first",
+        validate=validate.OneOf(list(reports.MODELS)),
+        metadata={"description": "Attribution model."},
+    )
+    interval = fields.String(
+        load_default="auto",
+        validate=validate.OneOf(["auto", *reports.INTERVALS]),
+        metadata={"description": "Time bucket of the series; auto picks one from the range."},
+    )
+
+    @validates_schema
+    def _order(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
+        start, end = data.get("start"), data.get("end")
+        if start and end and start > end:
+            raise ValidationError("The start must not be after the end.", "start")
+
+
+@dataclass(frozen=True)
+class Filters:
+    start: date
+    end: date
+    model: str
+    interval: str
+    #: What the user asked for (``auto`` or an interval the range made too fine).
+    asked_interval: str = "auto"
+
+
+def auto_interval(start: date, end: date, asked: str = "auto") -> str:
+    """``asked``, or the finest interval that keeps the chart within :data:`MAX_BUCKETS` bars."""
+    order = list(reports.INTERVALS)
+    first = 0 if asked == "auto" else order.index(asked)
+    for interval in order[first:]:
+        if len(reports.buckets(start, end, interval)) <= MAX_BUCKETS:
+            return interval
+    return order[-1]
+
+
+def filters_from(args: t.Mapping[str, str], today: date | None = None) -> Filters:
+    """Read the filters from a query string; empty values are ignored.
+
+    :raises marshmallow.ValidationError: for a bad date, model or interval.
+    """
+    known = FiltersSchema().fields
+    data = FiltersSchema().load({k: v for k, v in args.items() if k in known and v})
+    today = today or datetime.now(timezone.utc).date()
+    end = data["end"] or max(today, data["start"] or today)
+    start = data["start"] or end - timedelta(days=DEFAULT_DAYS - 1)
+    asked = data["interval"]
+    return Filters(start, end, data["model"], auto_interval(start, end, asked), asked)
+
+
+# -- the chart -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    position: float
+    label: str
+
+
+@dataclass
+class Chart:
+    """A stacked bar chart's geometry, ready for ``utm_tracker/_chart.html``."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: float
+    plot_height: float
+    bars: list[Bar] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    x_ticks: list[Tick] = field(default_factory=list)
+    legend: list[tuple[str, str, float]] = field(default_factory=list)
+    total: float = 0.0
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.plot_height
+
+
+def colours(keys: t.Iterable[str]) -> dict[str, str]:
+    """A colour per key: the channel's own, else the next fallback colour."""
+    out: dict[str, str] = {}
+    spare = 0
+    for key in keys:
+        if key in CHANNEL_COLOURS:
+            out[key] = CHANNEL_COLOURS[key]
+        else:
+            out[key] = FALLBACK_COLOURS[spare % len(FALLBACK_COLOURS)]
+            spare += 1
+    return out
+
+
+def nice_step(top: float, ticks: int = 4) -> float:
+    """A round step (1, 2 or 5 times a power of ten, at least 1) for about ``ticks`` ticks."""
+    raw = max(top / ticks, 1.0)
+    power = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if raw <= factor * power:
+            return float(factor * power)
+    return float(10 * power)  # pragma: no cover (the loop always returns)
+
+
+def bucket_label(day: date, interval: str) -> str:
+    if interval == "month":
+        return day.strftime("%b %Y")
+    return f"{day.strftime('%b')} {day.day}"
+
+
+def chart(series: reports.Series, interval: str, width: int = 760, height: int = 280) -> Chart:
+    """Lay out ``series`` as stacked bars, the largest key at the bottom of each stack."""
+    left, top, right, bottom = 44, 12, 12, 36
+    result = Chart(width, height, left, top, width - left - right, height - top - bottom)
+    palette = colours(series.values)
+    totals = series.totals
+    result.total = sum(totals)
+    result.legend = [(key, palette[key], sum(values)) for key, values in series.values.items()]
+    n = len(series.buckets)
+    if not n:
+        return result
+    step = nice_step(max(totals, default=0.0))
+    y_max = max(step * math.ceil(max(totals, default=0.0) / step), step)
+    scale = result.plot_height / y_max
+    result.y_ticks = [
+        Tick(result.bottom - value * scale, _number(value))
+        for value in (step * i for i in range(int(round(y_max / step)) + 1))
+    ]
+    band = result.plot_width / n
+    bar_width = min(band * 0.72, 48.0)
+    label_every = max(1, math.ceil(n / 8))
+    for i, bucket in enumerate(series.buckets):
+        x = left + band * i + (band - bar_width) / 2
+        if i % label_every == 0:
+            result.x_ticks.append(Tick(left + band * (i + 0.5), bucket_label(bucket, interval)))
+        y = result.bottom
+        for key, values in series.values.items():
+            value = values[i]
+            if value <= 0:
+                continue
+            h = value * scale
+            y -= h
+            title = f"{bucket_label(bucket, interval)}: {key or '(not set)'}, {_number(value)}"
+            result.bars.append(Bar(x, y, bar_width, h, palette[key], title))
+    return result
+
+
+# -- the page ------------------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    """An integer as such, a fraction (linear attribution) with one decimal."""
+    value = float(value)
+    if value.is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if abs(value) >= 0.05 else f"{value:.2f}"
+
+
+def safe_href(url: str | None) -> str | None:
+    """``url`` if it is an absolute http or https URL (worth a link), else ``None``."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return url.strip()
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the dashboard and ``report.json`` show for one set of filters."""
+
+    filters: Filters
+    totals: reports.Totals
+    series: reports.Series
+    top_sources: list[reports.Count]
+    top_campaigns: list[reports.Count]
+    comparison: list[reports.Comparison]
+
+
+def build_report(tracker: UTMTracker, filters: Filters) -> Report:
+    start, end, model = filters.start, filters.end, filters.model
+    return Report(
+        filters=filters,
+        totals=reports.totals(tracker, start=start, end=end),
+        series=reports.series(
+            tracker, "channel", model=model, interval=filters.interval, start=start, end=end
+        ),
+        top_sources=reports.leads(tracker, "source", model=model, limit=TOP, start=start, end=end),
+        top_campaigns=reports.leads(
+            tracker, "campaign", model=model, limit=TOP, start=start, end=end
+        ),
+        comparison=reports.compare(tracker, "channel", start=start, end=end),
+    )
+
+
+def latest_rows(tracker: UTMTracker, filters: Filters) -> list[t.Any]:
+    lead = tracker.LeadSource
+    lo, hi = reports.bounds(filters.start, filters.end)
+    query = (
+        sa.select(lead)
+        .where(lead.created_at >= lo, lead.created_at < hi)
+        .order_by(lead.created_at.desc(), lead.id.desc())
+        .limit(LATEST)
+    )
+    return list(tracker.db.session.scalars(query))
+
+
+# -- JSON ----------------------------------------------------------------------------------------
+
+
+class CountSchema(Schema):
+    key = fields.String(metadata={"description": "The value (empty when not set)."})
+    leads = fields.Float(metadata={"description": "Leads credited (a fraction under linear)."})
+
+
+class ComparisonSchema(Schema):
+    key = fields.String(metadata={"description": "The channel."})
+    first = fields.Float()
+    last = fields.Float()
+    linear = fields.Float()
+    any = fields.Float(metadata={"description": "Leads with any touch in this channel."})
+
+
+class TotalsSchema(Schema):
+    leads = fields.Integer(metadata={"description": "Users who signed up, with a touch."})
+    touches = fields.Integer(metadata={"description": "Their touches up to the sign-up."})
+    touches_per_lead = fields.Float()
+    unclaimed = fields.Integer(metadata={"description": "Anonymous touches not yet claimed."})
+
+
+class SeriesSchema(Schema):
+    buckets = fields.List(fields.Date(), metadata={"description": "First day of each bucket."})
+    values = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.Float()),
+        metadata={"description": "Per channel, the leads of each bucket."},
+    )
+
+
+class ReportSchema(Schema):
+    """The dashboard's numbers (``GET /utm/report.json``)."""
+
+    start = fields.Date(attribute="filters.start")
+    end = fields.Date(attribute="filters.end")
+    model = fields.String(attribute="filters.model")
+    interval = fields.String(attribute="filters.interval")
+    totals = fields.Nested(TotalsSchema)
+    series = fields.Nested(SeriesSchema)
+    top_sources = fields.List(fields.Nested(CountSchema))
+    top_campaigns = fields.List(fields.Nested(CountSchema))
+    comparison = fields.List(fields.Nested(ComparisonSchema))
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+def _allowed(tracker: UTMTracker) -> None:
+    check = tracker._dashboard_permission
+    if check is None or not check():
+        abort(403)
+
+
+def _private(response: Response) -> Response:
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
 
 
 def register(bp: Blueprint, tracker: UTMTracker) -> None:
     """Add the dashboard routes to the extension's blueprint."""
 
     @bp.route("/")
-    def dashboard() -> str:
-        check = tracker._dashboard_permission
-        if check is None or not check():
-            abort(403)
-        lead = tracker.LeadSource
-        rows = tracker.db.session.scalars(
-            tracker.db.select(lead).order_by(lead.timestamp.desc()).limit(100)
-        ).all()
-        return render_template("utm_tracker/dashboard.html", rows=rows)
+    def dashboard() -> Response:
+        _allowed(tracker)
+        errors: dict[str, t.Any] = {}
+        try:
+            filters = filters_from(request.args)
+        except ValidationError as err:
+            errors = t.cast(dict[str, t.Any], err.messages)
+            filters = filters_from({})
+        report = build_report(tracker, filters)
+        today = datetime.now(timezone.utc).date()
+        html = render_template(
+            "utm_tracker/dashboard.html",
+            report=report,
+            filters=filters,
+            errors=errors,
+            chart=chart(report.series, filters.interval),
+            rows=latest_rows(tracker, filters),
+            models=reports.MODELS,
+            intervals=reports.INTERVALS,
+            quick_ranges=[
+                (days, (today - timedelta(days=days - 1)).isoformat(), today.isoformat())
+                for days in QUICK_RANGES
+            ],
+            number=_number,
+            safe_href=safe_href,
+        )
+        response = Response(html, mimetype="text/html")
+        if errors:
+            response.status_code = 400
+        return _private(response)
+
+    @bp.route("/report.json")
+    def report_json() -> Response:
+        _allowed(tracker)
+        try:
+            filters = filters_from(request.args)
+        except ValidationError as err:
+            response = jsonify({"error": "The filters are invalid.", "details": err.messages})
+            response.status_code = 400
+            return _private(response)
+        return _private(jsonify(ReportSchema().dump(build_report(tracker, filters))))
+
+    @bp.route("/dashboard.css")
+    def dashboard_css() -> Response:
+        path = resources.files("flask_utm_tracker").joinpath("static/dashboard.css")
+        return send_file(str(path), mimetype="text/css", max_age=3600, conditional=True)

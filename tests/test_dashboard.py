@@ -1,0 +1,256 @@
+"""The dashboard (``GET /utm/``) and its data (``GET /utm/report.json``) with the test client."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from datetime import date, timedelta
+
+import pytest
+from flask_login import current_user
+from flask_utm_tracker import dashboard, reports
+from marshmallow import ValidationError
+
+from .conftest import HostApp
+from .test_reports import add_user, at, build, touch
+
+MARCH = "start=2024-03-01&end=2024-03-31"
+XSS_SOURCE = "<script>alert('source')</script>"
+XSS_CAMPAIGN = '"><img src=x onerror=alert(1)>'
+
+
+def allow_admin(env: HostApp) -> None:
+    @env.tracker.dashboard_permission
+    def is_admin() -> bool:
+        return bool(current_user.is_authenticated and current_user.email == "admin@example.com")
+
+
+@pytest.fixture
+def admin(env: HostApp) -> t.Any:
+    """A test client logged in as the admin, on an app with the hand-built data."""
+    allow_admin(env)
+    with env.app.app_context():
+        build(env)
+    client = env.app.test_client()
+    assert client.post("/login/admin@example.com").status_code == 200
+    return client
+
+
+def text_of(html: str, element_id: str) -> str:
+    """The text of the element with ``element_id`` (up to its closing section/div)."""
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</(section|div)>', html, re.S)
+    assert match, element_id
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", match.group(1))).strip()
+
+
+def test_denied_by_default(env: HostApp, client: t.Any) -> None:
+    assert client.get("/utm/").status_code == 403
+    assert client.get("/utm/report.json").status_code == 403
+
+
+def test_denied_when_the_check_says_no(env: HostApp, client: t.Any) -> None:
+    allow_admin(env)
+    client.post("/login/someone@example.com")
+    assert client.get("/utm/").status_code == 403
+    assert client.get("/utm/report.json").status_code == 403
+
+
+def test_dashboard_numbers(admin: t.Any) -> None:
+    response = admin.get(f"/utm/?{MARCH}&interval=week")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "private, no-store"
+    html = response.text
+    assert text_of(html, "total-leads") == "Leads 3"
+    assert text_of(html, "total-touches") == "Touches per lead 1.67"
+    assert text_of(html, "total-channels") == "Channels 4"
+    top = text_of(html, "top-sources")
+    assert "google 1" in top and "newsletter 1" in top and "example.org 1" in top
+    comparison = text_of(html, "comparison")
+    assert "Email 1 1 0 1.3 2" in comparison
+    assert "Paid Search 1 0 -1 0.3 1" in comparison
+    assert "Organic Social 0 1 +1 0.3 1" in comparison
+    # The latest lead sources of the period (by recorded time).
+    assert text_of(html, "latest").count("newsletter / email") == 2
+
+
+def test_the_model_filter_changes_the_numbers(admin: t.Any) -> None:
+    first = text_of(admin.get(f"/utm/?{MARCH}&model=first").text, "top-sources")
+    last = text_of(admin.get(f"/utm/?{MARCH}&model=last").text, "top-sources")
+    assert "google 1" in first and "facebook" not in first
+    assert "facebook 1" in last and "google" not in last
+
+
+def test_the_date_filter_changes_the_numbers(admin: t.Any) -> None:
+    html = admin.get("/utm/?start=2024-04-01&end=2024-04-30").text
+    assert text_of(html, "total-leads") == "Leads 1"
+    assert "Organic Search" in text_of(html, "comparison")
+
+
+def test_chart(admin: t.Any) -> None:
+    html = admin.get(f"/utm/?{MARCH}&model=linear&interval=week").text
+    svg = re.search(r"<svg viewBox.*?</svg>", html, re.S)
+    assert svg
+    rects = re.findall(
+        r'<rect x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"', svg.group(0)
+    )
+    assert (
+        len(rects) == 4
+    )  # week of the 4th: ann's three channels (bob's Email too); the 11th: eve's
+    assert all(float(h) > 0 for h in rects)
+    assert 'data-total="3"' in svg.group(0)
+    assert "<title>Mar 11: Referral, 1</title>" in svg.group(0)
+    assert "per week (linear)" in html
+
+
+def test_empty_period(admin: t.Any) -> None:
+    html = admin.get("/utm/?start=2020-01-01&end=2020-01-31").text
+    assert text_of(html, "total-leads") == "Leads 0"
+    assert "No leads in this period." in html
+    assert "<svg viewBox" not in html
+
+
+def test_every_value_is_escaped_and_links_are_http_only(env: HostApp) -> None:
+    allow_admin(env)
+    with env.app.app_context():
+        fields = touch("Referral", XSS_SOURCE, "referral", at(1), at(2), XSS_CAMPAIGN)
+        add_user(
+            env,
+            "mallory@example.com",
+            {
+                **fields,
+                "landing_url": "javascript:alert(1)",
+                "referrer": "https://evil.example/?q=\"'<>",
+            },
+        )
+        add_user(
+            env,
+            "nat@example.com",
+            touch("Referral", "ok", "referral", at(3), at(4))
+            | {"landing_url": "data:text/html,hi"},
+        )
+    client = env.app.test_client()
+    client.post("/login/admin@example.com")
+    html = client.get(f"/utm/?{MARCH}").text
+    assert "<script>" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(&#39;source&#39;)&lt;/script&gt;" in html
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert not [h for h in hrefs if h.startswith(("javascript:", "data:"))]
+    assert "https://evil.example/?q=&#34;&#39;&lt;&gt;" in hrefs
+    assert 'rel="noopener noreferrer nofollow"' in html
+    assert "javascript:alert(1)</span>" in html  # shown as text
+
+
+def test_bad_filters_are_reported(admin: t.Any) -> None:
+    response = admin.get("/utm/?start=2024-03-31&end=2024-03-01&model=<b>x</b>")
+    assert response.status_code == 400
+    assert "The start must not be after the end." in response.text or "model" in response.text
+    assert "<b>x</b>" not in response.text
+    assert "Must be one of" in response.text
+
+
+def test_report_json(admin: t.Any) -> None:
+    body = admin.get(f"/utm/report.json?{MARCH}&model=last&interval=month").get_json()
+    assert body["start"] == "2024-03-01" and body["end"] == "2024-03-31"
+    assert body["model"] == "last" and body["interval"] == "month"
+    assert body["totals"] == {"leads": 3, "touches": 5, "touches_per_lead": 5 / 3, "unclaimed": 0}
+    assert body["series"] == {
+        "buckets": ["2024-03-01"],
+        "values": {"Email": [1.0], "Organic Social": [1.0], "Referral": [1.0]},
+    }
+    assert {c["key"] for c in body["top_sources"]} == {"newsletter", "facebook", "example.org"}
+    assert body["top_campaigns"] == [{"key": "", "leads": 3.0}]  # last touches had no campaign
+    email = next(c for c in body["comparison"] if c["key"] == "Email")
+    assert email == {
+        "key": "Email",
+        "first": 1,
+        "last": 1,
+        "linear": pytest.approx(4 / 3),
+        "any": 2,
+    }
+
+
+def test_report_json_rejects_bad_filters(admin: t.Any) -> None:
+    response = admin.get("/utm/report.json?model=middle&start=yesterday")
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["error"] == "The filters are invalid."
+    assert set(body["details"]) == {"model", "start"}
+
+
+def test_stylesheet(client: t.Any) -> None:
+    response = client.get("/utm/dashboard.css")
+    assert response.status_code == 200
+    assert response.mimetype == "text/css"
+    assert ".utm-dashboard" in response.text
+    response.close()
+
+
+def test_templates_are_overridable(env: HostApp, tmp_path: t.Any) -> None:
+    allow_admin(env)
+    folder = tmp_path / "templates" / "utm_tracker"
+    folder.mkdir(parents=True)
+    (folder / "_chart.html").write_text("<p id=custom-chart>{{ chart.total }}</p>")
+    env.app.template_folder = str(tmp_path / "templates")
+    client = env.app.test_client()
+    client.post("/login/admin@example.com")
+    html = client.get("/utm/").text
+    assert "<p id=custom-chart>0.0</p>" in html
+    assert "Lead sources" in html  # the rest is still the package's
+
+
+# -- units -----------------------------------------------------------------------------------
+
+
+def test_filters_defaults() -> None:
+    today = date(2024, 5, 31)
+    got = dashboard.filters_from({}, today=today)
+    assert (got.start, got.end, got.model, got.interval) == (
+        date(2024, 5, 2),
+        today,
+        "first",
+        "day",
+    )
+    got = dashboard.filters_from({"start": "2024-01-01", "end": "", "model": "linear"}, today=today)
+    assert (got.start, got.end, got.model, got.interval) == (
+        date(2024, 1, 1),
+        today,
+        "linear",
+        "week",
+    )
+    got = dashboard.filters_from({"start": "2020-01-01", "interval": "day"}, today=today)
+    assert got.interval == "month" and got.asked_interval == "day"
+    with pytest.raises(ValidationError):
+        dashboard.filters_from({"interval": "hour"})
+
+
+def test_safe_href() -> None:
+    assert dashboard.safe_href("https://example.com/a?b=c") == "https://example.com/a?b=c"
+    assert dashboard.safe_href(" HTTP://example.com ") == "HTTP://example.com"
+    bad_urls = ["javascript:alert(1)", "JaVaScRiPt:x", "data:text/html,x", "//example.com", "/x"]
+    bad_urls += ["", None, "http://[::1", "vbscript:x", "http:///nohost"]
+    for bad in bad_urls:
+        assert dashboard.safe_href(bad) is None, bad
+
+
+def test_nice_step() -> None:
+    assert [dashboard.nice_step(v) for v in (0, 3, 7, 13, 40, 130)] == [1, 1, 2, 5, 10, 50]
+
+
+def test_chart_geometry() -> None:
+    series = reports.Series(
+        [date(2024, 3, 4), date(2024, 3, 11)],
+        {"Email": [2.0, 1.0], "Something new": [2.0, 0.0]},
+    )
+    got = dashboard.chart(series, "week")
+    assert got.total == 5
+    heights = [bar.height for bar in got.bars]
+    assert len(heights) == 3
+    assert heights[0] == pytest.approx(heights[1]) == pytest.approx(2 * heights[2])
+    # The tallest stack (4) reaches the top tick (4).
+    assert got.bars[1].y == pytest.approx(got.top)
+    assert [tick.label for tick in got.y_ticks] == ["0", "1", "2", "3", "4"]
+    assert [tick.label for tick in got.x_ticks] == ["Mar 4", "Mar 11"]
+    assert got.legend == [("Email", "#ff7f0e", 3.0), ("Something new", "#aec7e8", 2.0)]
+    many = reports.Series([date(2024, 1, 1) + timedelta(days=i) for i in range(90)], {})
+    assert len(dashboard.chart(many, "day").x_ticks) <= 8
