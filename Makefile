@@ -37,5 +37,10 @@ test: $(BIN)/.installed node_modules/.installed
 	npm test
 	$(BIN)/pytest
 
+bench: $(BIN)/.installed
+	scripts/ensure-chromium
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) node_modules build dist *.egg-info collector/*.egg-info instance
