@@ -17,36 +17,10 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from . import models
-from .channels import channel_for
+from .channels import channel_for, click_id_source
 from .classify import classify_referrer
 from .params import CLICK_IDS, clean_text, from_url, normalize
 
-#: Click ID -> (source, medium) when no utm_* says otherwise. fbclid is "social": Facebook adds
-#: it to organic links too.
-CLICK_ID_SOURCES: dict[str, tuple[str, str]] = {
-    "gclid": ("google", "cpc"),
-    "gbraid": ("google", "cpc"),
-    "wbraid": ("google", "cpc"),
-    "dclid": ("google", "display"),
-    "msclkid": ("bing", "cpc"),
-    "ttclid": ("tiktok", "cpc"),
-    "li_fat_id": ("linkedin", "cpc"),
-    "twclid": ("twitter", "cpc"),
-    "sccid": ("snapchat", "cpc"),
-    "epik": ("pinterest", "cpc"),
-    "rdt_cid": ("reddit", "cpc"),
-    "qclid": ("quora", "cpc"),
-    "yclid": ("yandex", "cpc"),
-    "aclk": ("bing", "cpc"),
-    "irclid": ("impact", "affiliate"),
-    "irclickid": ("impact", "affiliate"),
-    "mc_cid": ("mailchimp", "email"),
-    "mc_eid": ("mailchimp", "email"),
-    "_kx": ("klaviyo", "email"),
-    "fbclid": ("facebook", "social"),
-    "igshid": ("instagram", "social"),
-    "ndclid": ("nextdoor", "cpc"),
-}
 #: Shown where a utm parameter leaves source or medium unknown, as GA4 does.
 NOT_SET = "(not set)"
 #: Oldest client time believed (2000-01-01); anything earlier or in the future becomes "now".
@@ -135,9 +109,7 @@ def fields(
     if not utm and not click_ids and not custom and ref is None:
         return None
 
-    click_source = next(
-        (CLICK_ID_SOURCES[name] for name in click_ids if name in CLICK_ID_SOURCES), None
-    )
+    click_source = click_id_source(click_ids)
     fallback = click_source or ((ref.source, ref.medium) if ref is not None else None)
     source = utm.get("utm_source") or (fallback[0] if fallback else NOT_SET)
     medium = utm.get("utm_medium") or (fallback[1] if fallback else NOT_SET)
