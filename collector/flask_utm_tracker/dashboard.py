@@ -62,12 +62,8 @@ FALLBACK_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49
 class FiltersSchema(Schema):
     """The dashboard's filters, from the query string."""
 
-    start = fields.Date(
-        load_default=None, metadata={"description": "First sign-up day; default: 30 days ago."}
-    )
-    end = fields.Date(
-        load_default=None, metadata={"description": "Last sign-up day; default: today."}
-    )
+    start = fields.Date(metadata={"description": "First sign-up day; default: 30 days ago."})
+    end = fields.Date(metadata={"description": "Last sign-up day; default: today."})
     model = fields.String(
         load_default="first",
         validate=validate.OneOf(list(reports.MODELS)),
@@ -114,8 +110,8 @@ def filters_from(args: t.Mapping[str, str], today: date | None = None) -> Filter
     known = FiltersSchema().fields
     data = FiltersSchema().load({k: v for k, v in args.items() if k in known and v})
     today = today or datetime.now(timezone.utc).date()
-    end = data["end"] or max(today, data["start"] or today)
-    start = data["start"] or end - timedelta(days=DEFAULT_DAYS - 1)
+    end = data.get("end") or max(today, data.get("start") or today)
+    start = data.get("start") or end - timedelta(days=DEFAULT_DAYS - 1)
     asked = data["interval"]
     return Filters(start, end, data["model"], auto_interval(start, end, asked), asked)
 
@@ -339,10 +335,18 @@ class ReportSchema(Schema):
 # -- routes --------------------------------------------------------------------------------------
 
 
-def _allowed(tracker: UTMTracker) -> None:
+def _allowed(tracker: UTMTracker) -> bool:
     check = tracker._dashboard_permission
-    if check is None or not check():
-        abort(403)
+    return check is not None and bool(check())
+
+
+def _json_error(status: int, message: str, details: t.Any = None) -> Response:
+    body: dict[str, t.Any] = {"error": message}
+    if details:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    return _private(response)
 
 
 def _private(response: Response) -> Response:
@@ -356,7 +360,8 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
 
     @bp.route("/")
     def dashboard() -> Response:
-        _allowed(tracker)
+        if not _allowed(tracker):
+            abort(403)
         errors: dict[str, t.Any] = {}
         try:
             filters = filters_from(request.args)
@@ -388,13 +393,12 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
 
     @bp.route("/report.json")
     def report_json() -> Response:
-        _allowed(tracker)
+        if not _allowed(tracker):
+            return _json_error(403, "The dashboard permission check denied this request.")
         try:
             filters = filters_from(request.args)
         except ValidationError as err:
-            response = jsonify({"error": "The filters are invalid.", "details": err.messages})
-            response.status_code = 400
-            return _private(response)
+            return _json_error(400, "The filters are invalid.", err.messages)
         return _private(jsonify(ReportSchema().dump(build_report(tracker, filters))))
 
     @bp.route("/dashboard.css")

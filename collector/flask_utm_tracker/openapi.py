@@ -4,6 +4,8 @@ marshmallow schemas.
 
 from __future__ import annotations
 
+import json
+import sys
 import typing as t
 
 from apispec import APISpec
@@ -11,6 +13,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify
 
 from . import __name__ as package
+from .dashboard import FiltersSchema, ReportSchema
 from .schemas import MAX_BODY, MAX_TOUCHES, BeaconSchema, ErrorSchema
 
 if t.TYPE_CHECKING:
@@ -64,7 +67,41 @@ def make_spec(url_prefix: str) -> dict[str, t.Any]:
             }
         },
     )
-    return spec.to_dict()
+    spec.components.schema("Report", schema=ReportSchema)
+    spec.path(
+        path=f"{url_prefix}/report.json",
+        operations={
+            "get": {
+                "summary": "The dashboard's numbers.",
+                "description": (
+                    "Leads (users with at least one touch, dated by sign-up) from start to end,"
+                    " by channel over time, top sources and campaigns, and every channel under"
+                    " each attribution model. Allowed by the host's dashboard_permission check."
+                ),
+                "parameters": [{"in": "query", "schema": FiltersSchema}],
+                "responses": {
+                    "200": {
+                        "description": "The report.",
+                        "content": {"application/json": {"schema": "Report"}},
+                    },
+                    "400": _error("A filter is invalid."),
+                    "403": _error("The dashboard permission check denied the request."),
+                },
+            }
+        },
+    )
+    document = spec.to_dict()
+    # TouchSchema's @validates_schema (a url or params is required) has no apispec equivalent.
+    document["components"]["schemas"]["Touch"]["anyOf"] = [
+        {"required": ["url"], "properties": {"url": {"type": "string", "minLength": 1}}},
+        {"required": ["params"], "properties": {"params": {"type": "object", "minProperties": 1}}},
+    ]
+    return document
+
+
+def dumps(url_prefix: str = "/utm") -> str:
+    """The document as committed in ``docs/openapi.json`` (2-space indent, final newline)."""
+    return json.dumps(make_spec(url_prefix), indent=2, ensure_ascii=False) + "\n"
 
 
 def register(bp: Blueprint, tracker: UTMTracker) -> None:
@@ -73,3 +110,7 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
     @bp.route("/openapi.json")
     def openapi() -> Response:
         return jsonify(make_spec(tracker.settings().url_prefix))
+
+
+if __name__ == "__main__":  # python -m flask_utm_tracker.openapi > docs/openapi.json
+    sys.stdout.write(dumps(*sys.argv[1:2]))
