@@ -60,7 +60,7 @@ class RateLimiter:
 #: Agents crawlerdetect lists that still send real touches: headless browsers (sites testing
 #: themselves) and HTTP client libraries (native apps and server-side code posting beacons).
 NOT_BOTS = re.compile(
-    r"HeadlessChrome|python-requests|python-httpx|aiohttp|okhttp|Go-http-client|node-fetch|axios"
+    r"HeadlessChrome|python-requests|Python-urllib|python-httpx|aiohttp|okhttp|Go-http-client|node-fetch|axios"
     r"|undici|curl/|Wget/|Java/|Dalvik/|CFNetwork",
     re.IGNORECASE,
 )
