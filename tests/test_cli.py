@@ -42,16 +42,17 @@ def test_report(data: HostApp, runner: t.Any) -> None:
     assert lines[0] == "Leads from 2024-03-01 to 2024-03-31: 3"
     assert "Touches per lead: 1.67" in lines[1]
     header = lines[3].split()
-    assert header[:3] == ["Channel", "First", "touch"]
+    assert header == ["Channel", "First", "touch", "Last", "touch", "Linear", "Touches"]
     table = {line[:16].strip(): line[16:].split() for line in lines[5:]}
     assert table["Email"] == ["1", "1", "1.33", "2"]
     assert table["Paid Search"] == ["1", "0", "0.33", "1"]
     assert table["Organic Social"] == ["0", "1", "0.33", "1"]
+    assert list(table) == ["Email", "Paid Search", "Referral", "Organic Social"]
 
 
 def test_report_sorts_by_model_and_limits(data: HostApp, runner: t.Any) -> None:
     result = runner.invoke(
-        args=["utm", "report", "--by", "source", "--model", "any", "--limit", "1"]
+        args=["utm", "report", "--by", "source", "--model", "first", "--limit", "1"]
     )
     assert result.exit_code == 0, result.output
     assert "google" in result.stdout.splitlines()[5]
@@ -64,7 +65,7 @@ def test_report_empty_and_bad_option(env: HostApp, runner: t.Any) -> None:
     assert "No leads in this period." in result.stdout
     result = runner.invoke(args=["utm", "report", "--model", "middle"])
     assert result.exit_code == 2
-    assert "'first', 'last', 'linear', 'any'" in result.output
+    assert "'first', 'last', 'linear'" in result.output
 
 
 def test_report_escapes_terminal_control_characters(env: HostApp, runner: t.Any) -> None:

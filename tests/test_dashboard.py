@@ -166,7 +166,7 @@ def test_report_json(admin: t.Any) -> None:
         "first": 1,
         "last": 1,
         "linear": pytest.approx(4 / 3),
-        "any": 2,
+        "touches": 2,
     }
 
 

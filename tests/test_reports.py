@@ -222,9 +222,39 @@ def test_series_fills_every_bucket(data: HostApp) -> None:
 def test_compare(data: HostApp) -> None:
     got = {c.key: c for c in reports.compare(data.tracker, "channel", **MARCH)}
     assert got["Paid Search"] == reports.Comparison(
-        "Paid Search", first=1, last=0, linear=pytest.approx(1 / 3), any=1
+        "Paid Search", first=1, last=0, linear=pytest.approx(1 / 3), touches=1
     )
     assert got["Organic Social"].first == 0 and got["Organic Social"].last == 1
+
+
+@pytest.mark.parametrize("interval", ["day", "week", "month"])
+def test_summary_agrees_with_the_single_queries(data: HostApp, interval: str) -> None:
+    tracker = data.tracker
+    span = {"start": date(2024, 2, 20), "end": date(2024, 4, 10)}
+    got = reports.summary(
+        tracker, interval=interval, dimensions=("channel", "source", "medium", "campaign"), **span
+    )
+    assert got.totals == reports.totals(tracker, **span)
+    for by in reports.DIMENSIONS:
+        assert got.by[by] == reports.compare(tracker, by, **span)
+    for model in reports.MODELS:
+        assert got.series(model) == reports.series(tracker, model=model, interval=interval, **span)
+        for by in ("source", "campaign"):
+            assert got.top(by, model, 2) == reports.leads(tracker, by, model=model, limit=2, **span)
+
+
+def test_summary_without_interval_or_data(env: HostApp) -> None:
+    with env.app.app_context():
+        got = reports.summary(env.tracker)
+        assert got == reports.Summary(reports.Totals(0, 0, 0), {"channel": [], "source": [],
+                                      "campaign": []}, [], {})  # fmt: skip
+        with pytest.raises(ValueError, match="needs both a start and an end"):
+            reports.summary(env.tracker, interval="day")
+        empty = reports.summary(
+            env.tracker, start=date(2024, 3, 1), end=date(2024, 3, 2), interval="day"
+        )
+        assert empty.series("linear") == reports.Series([date(2024, 3, 1), date(2024, 3, 2)])
+        assert empty.top("source") == []
 
 
 def test_ties_on_timestamp_go_by_row_id(env: HostApp) -> None:

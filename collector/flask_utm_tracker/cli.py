@@ -93,9 +93,9 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
         A lead is a user with at least one touch, dated by sign-up; see flask_utm_tracker.reports.
         """
         first, last = (start.date() if start else None), (end.date() if end else None)
-        totals = reports.totals(tracker, start=first, end=last)
-        rows = reports.compare(tracker, by, start=first, end=last)
-        rows.sort(key=lambda r: (-getattr(r, model), r.key))
+        numbers = reports.summary(tracker, start=first, end=last, dimensions=(by,))
+        totals = numbers.totals
+        rows = sorted(numbers.by[by], key=lambda r: (-r.of(model), r.key))
         period = f"{first or 'the beginning'} to {last or 'today'}"
         click.echo(f"Leads from {period}: {totals.leads}")
         click.echo(
@@ -105,9 +105,9 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
         if not rows:
             click.echo("No leads in this period.")
             return
-        header = [by.capitalize(), *(reports.MODELS[m] for m in reports.MODELS)]
+        header = [by.capitalize(), *reports.MODELS.values(), "Touches"]
         table = [
-            [printable(r.key), *(_number(getattr(r, m)) for m in reports.MODELS)]
+            [printable(r.key), *(_number(r.of(m)) for m in reports.MODELS), str(r.touches)]
             for r in rows[:limit]
         ]
         widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]

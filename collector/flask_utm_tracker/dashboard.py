@@ -259,18 +259,18 @@ class Report:
 
 
 def build_report(tracker: UTMTracker, filters: Filters) -> Report:
-    start, end, model = filters.start, filters.end, filters.model
+    """The dashboard's numbers: one statement on PostgreSQL (see :func:`reports.summary`)."""
+    model = filters.model
+    numbers = reports.summary(
+        tracker, start=filters.start, end=filters.end, interval=filters.interval
+    )
     return Report(
         filters=filters,
-        totals=reports.totals(tracker, start=start, end=end),
-        series=reports.series(
-            tracker, "channel", model=model, interval=filters.interval, start=start, end=end
-        ),
-        top_sources=reports.leads(tracker, "source", model=model, limit=TOP, start=start, end=end),
-        top_campaigns=reports.leads(
-            tracker, "campaign", model=model, limit=TOP, start=start, end=end
-        ),
-        comparison=reports.compare(tracker, "channel", start=start, end=end),
+        totals=numbers.totals,
+        series=numbers.series(model),
+        top_sources=numbers.top("source", model, TOP),
+        top_campaigns=numbers.top("campaign", model, TOP),
+        comparison=numbers.by["channel"],
     )
 
 
@@ -299,7 +299,7 @@ class ComparisonSchema(Schema):
     first = fields.Float()
     last = fields.Float()
     linear = fields.Float()
-    any = fields.Float(metadata={"description": "Leads with any touch in this channel."})
+    touches = fields.Integer(metadata={"description": "The leads' touches in this channel."})
 
 
 class TotalsSchema(Schema):

@@ -22,14 +22,15 @@ Attribution models:
 ``last``
     the latest touch before the sign-up gets the lead;
 ``linear``
-    each of the lead's ``n`` touches gets ``1/n`` of it;
-``any``
-    every group the lead has a touch in counts it once (leads by channel without attribution:
-    the groups add up to more than the total).
+    each of the lead's ``n`` touches gets ``1/n`` of it.
 
-Everything is computed in SQL with window functions and ``GROUP BY`` (SQLite 3.25+ and
+:func:`leads` also takes ``any``: every group the lead has a touch in counts it once (leads by
+channel without attribution; the groups add up to more than the total).
+
+Everything is computed in SQL with one window pass and ``GROUP BY`` (SQLite 3.25+ and
 PostgreSQL; the time buckets use each dialect's date functions), so only the grouped rows reach
-Python.
+Python. :func:`summary` answers the whole dashboard with one statement on PostgreSQL (``GROUPING
+SETS`` over a single window pass) and one query per grouping elsewhere.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ if t.TYPE_CHECKING:
 
     from .extension import UTMTracker
 
-Model = t.Literal["first", "last", "linear", "any"]
+Model = t.Literal["first", "last", "linear"]
 Dimension = t.Literal["channel", "source", "medium", "campaign"]
 Interval = t.Literal["day", "week", "month"]
 
@@ -54,8 +55,9 @@ MODELS: dict[str, str] = {
     "first": "First touch",
     "last": "Last touch",
     "linear": "Linear",
-    "any": "Any touch",
 }
+#: The extra model :func:`leads` takes: distinct leads with any touch in a group.
+ANY = "any"
 #: The ``LeadSource`` columns leads can be grouped by.
 DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign")
 #: The time buckets.
@@ -100,7 +102,13 @@ class Comparison:
     first: float = 0.0
     last: float = 0.0
     linear: float = 0.0
-    any: float = 0.0
+    #: The leads' touches (up to their sign-ups) with this value.
+    touches: int = 0
+
+    def of(self, model: str) -> float:
+        """The leads credited under ``model``."""
+        _check("attribution model", model, MODELS)
+        return float(getattr(self, model))
 
 
 @dataclass(frozen=True)
@@ -198,7 +206,10 @@ class _Credited(t.NamedTuple):
 
 
 def _credited(tracker: UTMTracker, start: date | None, end: date | None) -> _Credited:
-    """The leads signed up in the range and their counted touches, ranked per user."""
+    """The leads signed up in the range and their counted touches, ranked per user.
+
+    One window ordering: the last touch is the one whose ``rank_first`` equals ``n``.
+    """
     lead = tracker.LeadSource
     signup_at: t.Any = sa.func.min(lead.created_at)
     query = sa.select(lead.user_id.label("user_id"))
@@ -233,9 +244,6 @@ def _credited(tracker: UTMTracker, start: date | None, end: date | None) -> _Cre
             sa.func.row_number()
             .over(**per_user, order_by=(lead.timestamp.asc(), lead.id.asc()))
             .label("rank_first"),
-            sa.func.row_number()
-            .over(**per_user, order_by=(lead.timestamp.desc(), lead.id.desc()))
-            .label("rank_last"),
             sa.func.count().over(**per_user).label("n"),
         )
         .join(signups, signups.c.user_id == lead.user_id)
@@ -274,7 +282,7 @@ def leads(
     :return: counts ordered by bucket, then leads (largest first), then key.
     """
     _check("dimension", by, DIMENSIONS)
-    _check("attribution model", model, MODELS)
+    _check("attribution model", model, (*MODELS, ANY))
     if interval is not None:
         _check("interval", interval, INTERVALS)
     session = _session(tracker, session)
@@ -285,7 +293,7 @@ def leads(
     if model == "first":
         value, where = sa.func.count(), credited.c.rank_first == 1
     elif model == "last":
-        value, where = sa.func.count(), credited.c.rank_last == 1
+        value, where = sa.func.count(), credited.c.rank_first == credited.c.n
     elif model == "linear":
         value = sa.func.sum(sa.cast(1, sa.Float) / credited.c.n)
     else:
@@ -347,6 +355,76 @@ def series(
     return Series(slots, ordered)
 
 
+def _measures(credited: t.Any) -> list[t.Any]:
+    one = sa.literal(1)
+    zero = sa.literal(0)
+    return [
+        sa.func.sum(sa.case((credited.c.rank_first == 1, one), else_=zero)).label("first"),
+        sa.func.sum(sa.case((credited.c.rank_first == credited.c.n, one), else_=zero)).label(
+            "last"
+        ),
+        sa.func.sum(sa.cast(1, sa.Float) / credited.c.n).label("linear"),
+        sa.func.count().label("touches"),
+    ]
+
+
+GroupingSet = tuple[str, ...]
+
+
+def _grouped(
+    tracker: UTMTracker,
+    session: Session,
+    sets: t.Sequence[GroupingSet],
+    start: date | None,
+    end: date | None,
+    interval: str | None = None,
+) -> dict[GroupingSet, list[t.Any]]:
+    """The measures of every grouping set (names of :data:`DIMENSIONS` and ``"bucket"``).
+
+    PostgreSQL computes every set in one statement with ``GROUPING SETS``, so the window pass
+    over the touches runs once; other dialects run one query per set.
+    """
+    credited = _credited(tracker, start, end).touches
+    dialect = session.get_bind().dialect.name
+    columns: dict[str, t.Any] = {name: credited.c[name] for name in DIMENSIONS}
+    if interval is not None:
+        _check("interval", interval, INTERVALS)
+        columns["bucket"] = _bucket_expr(dialect, credited.c.signup_at, interval)
+    measures = _measures(credited)
+    out: dict[GroupingSet, list[t.Any]] = {tuple(s): [] for s in sets}
+    if dialect == "postgresql" and len(sets) > 1:
+        used = list(dict.fromkeys(name for s in sets for name in s))
+        flags = [sa.func.grouping(columns[name]).label(f"g_{name}") for name in used]
+        query = sa.select(*(columns[n].label(n) for n in used), *flags, *measures).group_by(
+            sa.func.grouping_sets(*(sa.tuple_(*(columns[n] for n in s)) for s in sets))
+        )
+        for row in session.execute(query):
+            key = tuple(name for name in used if getattr(row, f"g_{name}") == 0)
+            if key in out:
+                out[key].append(row)
+        return out
+    for grouping in out:
+        query = sa.select(*(columns[n].label(n) for n in grouping), *measures)
+        if grouping:
+            query = query.group_by(*(columns[n] for n in grouping))
+        out[grouping] = list(session.execute(query))
+    return out
+
+
+def _comparison(row: t.Any, key: str) -> Comparison:
+    return Comparison(
+        key or "",
+        float(row.first or 0),
+        float(row.last or 0),
+        float(row.linear or 0),
+        int(row.touches or 0),
+    )
+
+
+def _sorted(rows: t.Iterable[Comparison]) -> list[Comparison]:
+    return sorted(rows, key=lambda c: (-c.first, -c.last, -c.linear, c.key))
+
+
 def compare(
     tracker: UTMTracker,
     by: str = "channel",
@@ -355,15 +433,30 @@ def compare(
     end: date | None = None,
     session: Session | None = None,
 ) -> list[Comparison]:
-    """Every value of ``by`` under the four models, ordered by first-touch leads (largest
-    first), then last-touch leads.
+    """Every value of ``by`` under the three models (one query), ordered by first-touch leads
+    (largest first), then last-touch leads.
     """
-    merged: dict[str, dict[str, float]] = {}
-    for model in MODELS:
-        for count in leads(tracker, by, model=model, start=start, end=end, session=session):
-            merged.setdefault(count.key, {})[model] = count.leads
-    rows = [Comparison(key, **values) for key, values in merged.items()]
-    return sorted(rows, key=lambda c: (-c.first, -c.last, -c.linear, c.key))
+    _check("dimension", by, DIMENSIONS)
+    rows = _grouped(tracker, _session(tracker, session), [(by,)], start, end)[(by,)]
+    return _sorted(_comparison(row, getattr(row, by)) for row in rows)
+
+
+def _unclaimed(tracker: UTMTracker, session: Session, start: date | None, end: date | None) -> int:
+    touch = tracker.Touch
+    query = sa.select(sa.func.count()).select_from(touch).where(touch.claimed_by.is_(None))
+    lo, hi = bounds(start, end)
+    if lo is not None:
+        query = query.where(touch.received_at >= lo)
+    if hi is not None:
+        query = query.where(touch.received_at < hi)
+    return int(session.scalar(query) or 0)
+
+
+def _totals(rows: list[t.Any], unclaimed: int) -> Totals:
+    row = rows[0] if rows else None
+    leads = int(row.first or 0) if row is not None else 0
+    touches = int(row.touches or 0) if row is not None and leads else 0
+    return Totals(leads, touches, unclaimed)
 
 
 def totals(
@@ -375,15 +468,82 @@ def totals(
 ) -> Totals:
     """The number of leads, their touches, and the unclaimed anonymous touches of a period."""
     session = _session(tracker, session)
-    credited = _credited(tracker, start, end)
-    n_leads = session.scalar(sa.select(sa.func.count()).select_from(credited.signups))
-    n_touches = session.scalar(sa.select(sa.func.count()).select_from(credited.touches))
-    touch = tracker.Touch
-    query = sa.select(sa.func.count()).select_from(touch).where(touch.claimed_by.is_(None))
-    lo, hi = bounds(start, end)
-    if lo is not None:
-        query = query.where(touch.received_at >= lo)
-    if hi is not None:
-        query = query.where(touch.received_at < hi)
-    n_unclaimed = session.scalar(query)
-    return Totals(int(n_leads or 0), int(n_touches or 0), int(n_unclaimed or 0))
+    rows = _grouped(tracker, session, [()], start, end)[()]
+    return _totals(rows, _unclaimed(tracker, session, start, end))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Everything a dashboard shows for one period, under every model at once."""
+
+    totals: Totals
+    #: Per dimension, every value under every model, by first-touch leads.
+    by: dict[str, list[Comparison]]
+    #: The buckets from the start to the end of the period (empty without an interval).
+    buckets: list[date]
+    #: Per (bucket, channel), the channel's numbers in that bucket.
+    cells: dict[tuple[date, str], Comparison]
+
+    def top(self, dimension: str, model: str = "first", limit: int = 10) -> list[Count]:
+        """The ``limit`` values of ``dimension`` with the most leads under ``model``."""
+        ranked = sorted(self.by[dimension], key=lambda c: (-c.of(model), c.key))
+        rows = [c for c in ranked if c.of(model) > 0]
+        return [Count(c.key, c.of(model)) for c in rows[:limit]]
+
+    def series(self, model: str = "first") -> Series:
+        """Leads by channel per bucket under ``model``, as :func:`series` gives them."""
+        index = {b: i for i, b in enumerate(self.buckets)}
+        values: dict[str, list[float]] = {}
+        for (bucket, key), cell in self.cells.items():
+            if bucket in index and cell.of(model):
+                row = values.setdefault(key, [0.0] * len(self.buckets))
+                row[index[bucket]] += cell.of(model)
+        ordered = dict(sorted(values.items(), key=lambda item: (-sum(item[1]), item[0])))
+        return Series(list(self.buckets), ordered)
+
+
+def summary(
+    tracker: UTMTracker,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    interval: str | None = None,
+    dimensions: t.Sequence[str] = ("channel", "source", "campaign"),
+    session: Session | None = None,
+) -> Summary:
+    """Totals, every value of ``dimensions`` and the channels per ``interval`` from ``start``
+    to ``end``, under the three models: one statement on PostgreSQL.
+    """
+    for name in dimensions:
+        _check("dimension", name, DIMENSIONS)
+    if interval is not None and (start is None or end is None):
+        raise ValueError("A summary with an interval needs both a start and an end.")
+    session = _session(tracker, session)
+    sets: list[GroupingSet] = [(), *((name,) for name in dimensions)]
+    if interval is not None:
+        sets.append(("channel", "bucket"))
+    grouped = _grouped(tracker, session, sets, start, end, interval)
+    by = {
+        name: _sorted(_comparison(row, getattr(row, name)) for row in grouped[(name,)])
+        for name in dimensions
+    }
+    cells: dict[tuple[date, str], Comparison] = {}
+    slots: list[date] = []
+    if interval is not None:
+        slots = buckets(t.cast(date, start), t.cast(date, end), interval)
+        for row in grouped[("channel", "bucket")]:
+            # bucket_of: a no-op but for dialects grouped by day (see _bucket_expr).
+            slot = (bucket_of(_as_date(row.bucket), interval), row.channel or "")
+            cell = _comparison(row, slot[1])
+            if slot in cells:
+                old = cells[slot]
+                cell = Comparison(
+                    slot[1],
+                    old.first + cell.first,
+                    old.last + cell.last,
+                    old.linear + cell.linear,
+                    old.touches + cell.touches,
+                )
+            cells[slot] = cell
+    totals = _totals(grouped[()], _unclaimed(tracker, session, start, end))
+    return Summary(totals, by, slots, cells)
