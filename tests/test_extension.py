@@ -307,3 +307,39 @@ def test_referral_after_the_session_timeout_is_a_new_touch(db_url: str) -> None:
     client.get("/landing", headers={"Referer": "https://www.reddit.com/r/flask"})
     login(client)
     assert [r.source for r in rows(env)] == ["blog.example.org", "reddit"]
+
+
+def test_capture_querystring_off(db_url: str) -> None:
+    env = make_app(db_url, UTM_TRACKER_CAPTURE_QUERYSTRING=False)
+    client = env.app.test_client()
+    client.get("/landing?utm_source=x", headers={"Referer": "https://www.bing.com/"})
+    assert client.get_cookie("utm_tracker") is None
+    login(client)
+    assert rows(env) == []
+
+
+def test_url_prefix_and_cookie_name(db_url: str) -> None:
+    env = make_app(db_url, UTM_TRACKER_URL_PREFIX="/track", UTM_TRACKER_COOKIE_NAME="attr")
+    client = env.app.test_client()
+    assert client.get("/track/snippet.js").status_code == 200
+    assert client.get("/utm/snippet.js").status_code == 404
+    client.get("/landing?utm_source=x")
+    assert client.get_cookie("attr") is not None
+    with env.app.test_request_context():
+        tag = str(env.tracker.script_tag(spa="auto"))
+    assert tag == (
+        '<script src="/track/snippet.js" async data-cookie-name="attr" data-spa="auto"></script>'
+    )
+
+
+def test_database_cascade_deletes_lead_sources(env: HostApp, client: t.Any) -> None:
+    """``ON DELETE CASCADE`` in the database itself (PostgreSQL; SQLite with foreign keys on)."""
+    client.get("/landing?utm_source=x")
+    login(client)
+    with env.app.app_context():
+        engine = env.db.engine
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            conn.execute(sa.delete(env.User.__table__))
+    assert rows(env) == []
