@@ -70,12 +70,6 @@ def store_touches(
     return insert_ignore(conn, touch_table, values, ("visitor_id", "touch_id"))
 
 
-def count_touches(conn: Connection, touch_table: sa.Table, visitor_id: str) -> int:
-    """How many ``Touch`` rows ``visitor_id`` has (for the per-visitor cap)."""
-    query = sa.select(sa.func.count()).where(touch_table.c.visitor_id == visitor_id)
-    return int(conn.execute(query).scalar_one())
-
-
 def claim_touches(
     conn: Connection, touch_table: sa.Table, visitor_id: str, user_id: t.Any
 ) -> list[dict[str, t.Any]]:

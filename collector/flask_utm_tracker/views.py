@@ -9,13 +9,11 @@ import logging
 import typing as t
 from importlib import resources
 
-import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from . import cookie as cookies
-from . import reconcile
-from .abuse import is_bot
+from . import ingest
 from .schemas import MAX_BODY, BeaconSchema
 from .signals import touch_recorded
 
@@ -90,6 +88,9 @@ def read_beacon() -> dict[str, t.Any]:
         raise BeaconError(400, f"The beacon body is not valid JSON: {err}.") from None
     if not isinstance(data, dict):
         raise BeaconError(400, "The beacon body must be a JSON object with 'v' and 'touches'.")
+    plain = ingest.plain_beacon(data)
+    if plain is not None:
+        return plain
     try:
         return t.cast(dict[str, t.Any], _beacon_schema.load(data))
     except ValidationError as err:
@@ -165,11 +166,11 @@ def _ingest(tracker: UTMTracker) -> Response:
         # Global Privacy Control: acknowledged, nothing stored.
         return Response(status=204)
     beacon = read_beacon()
-    if settings.drop_bots and is_bot(request.user_agent.string):
+    if settings.drop_bots and ingest.is_bot(request.headers.get("User-Agent")):
         return Response(status=204)  # acknowledged, so that bots learn nothing
     visitor_id: str = beacon["v"]
     context = tracker.context(settings)
-    rows = tracker.rows_of(beacon["touches"], context, visitor_id)
+    rows = ingest.rows_of(beacon["touches"], context, visitor_id)
 
     state = cookies.decode(request.cookies.get(settings.cookie_name))
     if state is None or state.visitor_id != visitor_id:
@@ -178,7 +179,6 @@ def _ingest(tracker: UTMTracker) -> Response:
     user_id = tracker.current_user_id()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if rows:
-        touch_table = tracker.Touch.__table__
         if user_id is not None:
             # Authenticated (session or request_loader): Touch rows claimed and LeadSource rows
             # for these touches, the cookie's pending ones and the visitor's unclaimed ones.
@@ -188,13 +188,17 @@ def _ingest(tracker: UTMTracker) -> Response:
             state.pending = []
             stored = rows
         else:
+            # Anonymous: committed together with the beacons of concurrent requests.
+            engine = tracker.db.engine
             try:
-                with tracker.db.engine.begin() as conn:
-                    held = reconcile.count_touches(conn, touch_table, visitor_id)
-                    room = max(settings.max_touches_per_visitor - held, 0)
-                    stored = reconcile.store_touches(conn, touch_table, rows[:room])
-            except sa.exc.SQLAlchemyError:
-                logger.exception("Storing a beacon failed.")
+                stored = ingest.group_commit(engine).store(
+                    engine,
+                    tracker.Touch.__table__,
+                    settings.max_touches_per_visitor,
+                    visitor_id,
+                    rows,
+                )
+            except ingest.StoreError:
                 raise BeaconError(
                     503, "The database is unavailable; the beacon was not stored."
                 ) from None

@@ -1,0 +1,72 @@
+-- POST /login/<email> carrying the visitor cookie with 10 pending touches, new ids on every
+-- request (so all 10 LeadSource rows are real inserts). The cookie is the collector's format:
+-- base64url (RFC 4648 section 5, no padding) of compact JSON {"v": ..., "t": [touch, ...]}.
+-- wrk -s bench/lua/login.lua URL -- <run prefix> <cookie name>
+local threads = {}
+local n = 0
+local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+local sources = {"google", "newsletter", "facebook", "partner", "bing"}
+local mediums = {"cpc", "email", "social", "referral", "cpc"}
+
+local function b64url(data)
+  local out = {}
+  for i = 1, #data, 3 do
+    local a, b, c = data:byte(i, i + 2)
+    local v = a * 65536 + (b or 0) * 256 + (c or 0)
+    local d1 = math.floor(v / 262144) % 64
+    local d2 = math.floor(v / 4096) % 64
+    local d3 = math.floor(v / 64) % 64
+    local d4 = v % 64
+    out[#out + 1] = alphabet:sub(d1 + 1, d1 + 1) .. alphabet:sub(d2 + 1, d2 + 1)
+    if b then out[#out + 1] = alphabet:sub(d3 + 1, d3 + 1) end
+    if c then out[#out + 1] = alphabet:sub(d4 + 1, d4 + 1) end
+  end
+  return table.concat(out)
+end
+
+function setup(thread)
+  n = n + 1
+  thread:set("tid", n)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  prefix = (args[1] or "run") .. "-" .. tid .. "-"
+  cookie_name = args[2] or "utm_tracker"
+  counter = 0
+  ok = 0
+  wrk.method = "POST"
+end
+
+function request()
+  counter = counter + 1
+  local id = prefix .. counter
+  local touches = {}
+  for k = 1, 10 do
+    local s = (k % 5) + 1
+    touches[k] = '{"id":"t' .. id .. '-' .. k .. '","ts":' .. (1750000000000 + k * 60000)
+      .. ',"url":"https://www.example.com/p?utm_source=' .. sources[s] .. '&utm_medium='
+      .. mediums[s] .. '&utm_campaign=c' .. k .. '","params":{"utm_source":"' .. sources[s]
+      .. '","utm_medium":"' .. mediums[s] .. '","utm_campaign":"c' .. k .. '"}}'
+  end
+  local json = '{"v":"v' .. id .. '","t":[' .. table.concat(touches, ",") .. ']}'
+  return wrk.format(nil, nil, {["Cookie"] = cookie_name .. "=" .. b64url(json)}, nil)
+end
+
+function response(status, headers, body)
+  if status >= 200 and status < 300 then
+    ok = ok + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local good = 0
+  for _, thread in ipairs(threads) do
+    good = good + thread:get("ok")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"ok":%d,"requests":%d,"duration_us":%d,"socket_errors":%d,"p50_us":%d,"p99_us":%d}\n',
+    good, summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end

@@ -1,0 +1,767 @@
+"""``make bench``: flask-utm-tracker's speed, each figure beside a baseline measured in the same run.
+
+Serves the apps of ``bench/apps.py`` with gunicorn (gthread workers) on 127.0.0.1, drives them with
+wrk (Lua scripts in ``bench/lua``; every beacon and login carries new ids, so every insert is
+real), times the reports on a million ``LeadSource`` rows in a private PostgreSQL schema, and loads
+the snippet in Chromium. Prints a table and writes ``bench/results.md``.
+
+Each pair (subject, baseline) is measured in alternating rounds (baseline, subject, baseline,
+subject, ...), so that a change in the machine's load during the run hits both sides alike.
+
+Environment: ``BENCH_POSTGRES`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``),
+``BENCH_SECONDS`` (seconds per round, default 5), ``BENCH_ROUNDS`` (default 2),
+``BENCH_LEADS`` (rows for the report figures, default 1,000,000).
+
+    .venv/bin/python bench/run.py               # the table, about 5 minutes on 2 cores
+    .venv/bin/python bench/run.py --ablations   # plus the measurements behind bench/README.md
+    .venv/bin/python bench/run.py --only ingest # one section: ingest, pages, login, reports, snippet
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.apps import make_host  # noqa: E402
+
+BIN = Path(sys.executable).parent
+LUA = ROOT / "bench" / "lua"
+PG = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+LEADS = int(os.environ.get("BENCH_LEADS", "1000000"))
+WORKERS = os.cpu_count() or 2
+THREADS = 16
+CONNECTIONS = 32
+WRK_THREADS = 2
+UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+SNIPPET = ROOT / "collector" / "flask_utm_tracker" / "static" / "snippet.js"
+CHROMIUM = "/usr/bin/chromium"
+LOGIN_EMAIL = "bench@example.com"
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One gunicorn serving ``bench.apps:make()`` on loopback."""
+
+    name: str
+    app: str
+    db: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    acknowledged: int = 0  # 2xx answers to beacons, warm-up included
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, logdir: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, "BENCH_APP": self.app, "BENCH_DB": self.db, **self.env}
+        logfile = open(logdir / f"{self.name}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "--worker-class",
+                "gthread",
+                "--workers",
+                str(WORKERS),
+                "--threads",
+                str(THREADS),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--log-level",
+                "warning",
+                "bench.apps:make()",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, path: str = "/", timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn for {self.name} exited; see its log.")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"gunicorn for {self.name} did not answer within {timeout} s.")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# -- wrk ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """What wrk saw in one or more rounds."""
+
+    ok: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    socket_errors: int = 0
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """2xx answers per second."""
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def add(self, other: Load) -> None:
+        self.ok += other.ok
+        self.requests += other.requests
+        self.seconds += other.seconds
+        self.socket_errors += other.socket_errors
+        self.p50_ms += other.p50_ms
+        self.p99_ms += other.p99_ms
+
+    @property
+    def p99(self) -> float:
+        return max(self.p99_ms) if self.p99_ms else 0.0
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.p50_ms) if self.p50_ms else 0.0
+
+
+def wrk(server: Server, path: str, script: str, seconds: float, args: t.Sequence[str] = ()) -> Load:
+    """Run wrk against ``server`` for ``seconds``; only 2xx answers count as done."""
+    command = [
+        "wrk",
+        "--threads",
+        str(WRK_THREADS),
+        "--connections",
+        str(CONNECTIONS),
+        "--duration",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "--header",
+        f"User-Agent: {UA}",
+        "--header",
+        f"Origin: {server.url}",
+        "--script",
+        str(LUA / script),
+        server.url + path,
+    ]
+    if args:
+        command += ["--", *args]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no summary:\n{out.stdout}\n{out.stderr}")
+    data = json.loads(line[6:])
+    return Load(
+        ok=data["ok"],
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        socket_errors=data["socket_errors"],
+        p50_ms=[data["p50_us"] / 1000],
+        p99_ms=[data["p99_us"] / 1000],
+    )
+
+
+def run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def compare(
+    pairs: t.Sequence[tuple[Server, str, str, t.Callable[[], list[str]]]],
+    rounds: int = ROUNDS,
+    seconds: float = SECONDS,
+    warmup: float = 2,
+) -> list[Load]:
+    """Measure each ``(server, path, script, args)`` in alternating rounds; one Load per entry."""
+    loads = [Load() for _ in pairs]
+    for server, path, script, args in pairs:
+        warm = wrk(server, path, script, warmup, args())
+        server.acknowledged += warm.ok
+    for _ in range(rounds):
+        for load, (server, path, script, args) in zip(loads, pairs):
+            got = wrk(server, path, script, seconds, args())
+            server.acknowledged += got.ok
+            load.add(got)
+    return loads
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+def pg_schema_url(schema: str) -> str:
+    url = sa.make_url(PG).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def pg_schema(prefix: str) -> t.Iterator[str]:
+    """A private PostgreSQL schema, dropped afterwards; yields its URL."""
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    engine = sa.create_engine(PG)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+def prepare(db_url: str) -> None:
+    """Create the tables and the user who logs in."""
+    app, db, user = make_host(True, db_url)
+    with app.app_context():
+        db.create_all()
+        db.session.add(user(email=LOGIN_EMAIL))
+        db.session.commit()
+        db.engine.dispose()
+
+
+def count_touches(db_url: str) -> int:
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        n = int(conn.execute(sa.text("SELECT count(*) FROM utm_touch")).scalar_one())
+    engine.dispose()
+    return n
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    what: str
+    value: str
+    baseline: str = ""
+    ratio: float | None = None
+    floor: str = ""
+    aim: str = ""
+    ok: bool | None = None
+    note: str = ""
+
+
+def ratio_row(
+    what: str, subject: Load, base: Load, floor: float, aim: float | None = None, unit: str = "/s"
+) -> Row:
+    ratio = subject.rate / base.rate if base.rate else 0.0
+    return Row(
+        what,
+        f"{subject.rate:,.0f} 2xx{unit}",
+        f"{base.rate:,.0f} 2xx{unit}",
+        ratio,
+        f">= {floor}",
+        f"{aim}" if aim else "",
+        ratio >= floor,
+        f"p99 {subject.p99:.1f} ms vs {base.p99:.1f} ms",
+    )
+
+
+def ingest_figures(logdir: Path, ablations: bool) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp, pg_schema("bench_ingest") as pg_url:
+        sqlite_url = f"sqlite:///{tmp}/bench.db"
+        prepare(sqlite_url)
+        prepare(pg_url)
+        bare = Server("bare", "bare")
+        lite = Server("tracked-sqlite", "tracked", sqlite_url)
+        pg = Server("tracked-postgresql", "tracked", pg_url)
+        extra: list[Server] = []
+        if ablations:
+            lite_nobatch_url = f"sqlite:///{tmp}/nobatch.db"
+            lite_rollback_url = f"sqlite:///{tmp}/rollback.db"
+            for url in (lite_nobatch_url, lite_rollback_url):
+                prepare(url)
+            extra = [
+                Server(
+                    "sqlite-no-group-commit", "tracked", lite_nobatch_url, {"BENCH_MAX_BATCH": "1"}
+                ),
+                Server(
+                    "sqlite-rollback-journal",
+                    "tracked",
+                    lite_rollback_url,
+                    {"BENCH_SQLITE_PRAGMAS": "0"},
+                ),
+                Server("postgresql-no-group-commit", "tracked", pg_url, {"BENCH_MAX_BATCH": "1"}),
+            ]
+        servers = [bare, lite, pg, *extra]
+        try:
+            for server in servers:
+                server.start(logdir)
+            for server in servers:
+                server.wait_ready("/" if server.app == "bare" else "/utm/snippet.js")
+            log("beacon ingest: bare Flask, SQLite, PostgreSQL")
+            prefix = run_id()
+            args = lambda: [f"{prefix}{run_id()}"]  # noqa: E731
+            pairs = [(s, "/utm/beacon", "beacon.lua", args) for s in servers]
+            loads = compare(pairs)
+            by_name = {s.name: load for s, load in zip(servers, loads)}
+            base = by_name["bare"]
+            rows.append(
+                ratio_row("beacon ingest, SQLite (WAL)", by_name[lite.name], base, 0.5, 0.7)
+            )
+            rows.append(ratio_row("beacon ingest, PostgreSQL", by_name[pg.name], base, 0.3, 0.5))
+            for server in extra:
+                rows.append(ratio_row(f"ablation: {server.name}", by_name[server.name], base, 0))
+        finally:
+            for server in servers:
+                server.stop()
+        # "A 2xx means it is stored": every acknowledged beacon has its row.
+        checks = [(lite, sqlite_url), (pg, pg_url)]
+        for server, url in checks:
+            stored = count_touches(url)
+            if ablations and server is pg:
+                acknowledged = server.acknowledged + extra[2].acknowledged
+            else:
+                acknowledged = server.acknowledged
+            rows.append(
+                Row(
+                    f"acknowledged beacons stored, {server.name}",
+                    f"{stored:,} rows",
+                    f"{acknowledged:,} 2xx",
+                    None,
+                    "rows >= 2xx",
+                    "",
+                    stored >= acknowledged,
+                )
+            )
+    return rows
+
+
+def page_figures(logdir: Path) -> list[Row]:
+    rows: list[Row] = []
+    with pg_schema("bench_pages") as pg_url:
+        prepare(pg_url)
+        plain = Server("plain", "plain", pg_url)
+        tracked = Server("tracked", "tracked", pg_url)
+        try:
+            for server in (plain, tracked):
+                server.start(logdir)
+            for server in (plain, tracked):
+                server.wait_ready()
+            none = lambda: []  # noqa: E731
+            log("plain page, with and without the extension")
+            base, subject = compare(
+                [(plain, "/", "get.lua", none), (tracked, "/", "get.lua", none)]
+            )
+            rows.append(ratio_row("plain page, with the extension", subject, base, 0.95))
+            log("landing page with utm parameters, new visitor")
+            landing = "/landing?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
+            base, subject = compare(
+                [(plain, landing, "get.lua", none), (tracked, landing, "get.lua", none)]
+            )
+            rows.append(ratio_row("landing page with utm, new visitor", subject, base, 0.8))
+            log("login with 10 pending touches")
+            prefix = run_id()
+            args = lambda: [f"{prefix}{run_id()}", "utm_tracker"]  # noqa: E731
+            path = f"/login/{LOGIN_EMAIL}"
+            base, subject = compare(
+                [(plain, path, "login.lua", args), (tracked, path, "login.lua", args)]
+            )
+            row = ratio_row("login with 10 pending touches", subject, base, 0.0)
+            row.floor, row.ok = "report", None
+            row.note = (
+                f"p99 {subject.p99:.1f} ms vs {base.p99:.1f} ms;"
+                f" p50 {subject.p50:.1f} ms vs {base.p50:.1f} ms"
+            )
+            rows.append(row)
+        finally:
+            for server in (plain, tracked):
+                server.stop()
+        engine = sa.create_engine(pg_url)
+        with engine.connect() as conn:
+            leads = int(conn.execute(sa.text("SELECT count(*) FROM utm_lead_source")).scalar_one())
+        engine.dispose()
+        log(f"logins wrote {leads:,} LeadSource rows")
+    return rows
+
+
+# -- reports on a million rows -----------------------------------------------------------------
+
+CHANNELS = [
+    ("google", "cpc", "Paid Search"),
+    ("google", "organic", "Organic Search"),
+    ("bing", "organic", "Organic Search"),
+    ("facebook", "social", "Organic Social"),
+    ("facebook", "paid_social", "Paid Social"),
+    ("newsletter", "email", "Email"),
+    ("partner.example", "referral", "Referral"),
+    ("chatgpt", "ai", "AI Assistants"),
+    ("display-network", "display", "Display"),
+    ("(not set)", "(not set)", "Unassigned"),
+]
+
+
+def generate_leads(db_url: str, n: int) -> None:
+    """``n`` LeadSource rows, 5 per user, over the last year, with one set-based INSERT."""
+    users = max(1, n // 5)
+    arr = lambda i: "ARRAY[" + ", ".join(f"'{c[i]}'" for c in CHANNELS) + "]"  # noqa: E731
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, email) SELECT g, 'user' || g || '@example.com'"
+                " FROM generate_series(2, :users + 1) AS g"
+            ),
+            {"users": users},
+        )
+        conn.execute(
+            sa.text(
+                f"""
+                WITH g AS (
+                    SELECT s, 2 + (s - 1) / 5 AS uid, (s - 1) % 5 AS k,
+                           ((s * 7919) % {len(CHANNELS)}) + 1 AS c,
+                           now() - make_interval(days => ((s - 1) / 5) % 365)
+                               - make_interval(hours => ((s - 1) % 5) * 24) AS signup
+                    FROM generate_series(1, :n) AS s
+                )
+                INSERT INTO utm_lead_source (
+                    user_id, touch_id, visitor_id, medium, source, campaign, term, content,
+                    click_ids, custom_tags, referrer, landing_url, channel, timestamp, created_at)
+                SELECT uid, 'touch-' || s, 'visitor-' || uid, ({arr(1)})[c], ({arr(0)})[c],
+                       'campaign-' || (s % 200), '', '', '{{}}', '{{}}', NULL,
+                       'https://www.example.com/?utm_campaign=campaign-' || (s % 200),
+                       ({arr(2)})[c], signup - make_interval(hours => k * 24),
+                       now() - make_interval(days => ((s - 1) / 5) % 365)
+                FROM g
+                """
+            ),
+            {"n": n},
+        )
+        conn.execute(
+            sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :m)"), {"m": users + 2}
+        )
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
+    engine.dispose()
+
+
+def timed(func: t.Callable[[], t.Any], runs: int) -> tuple[float, float]:
+    """p50 and max of ``runs`` calls, in milliseconds (after one warm-up call)."""
+    func()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        func()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), max(times)
+
+
+def report_figures(runs: int = 5) -> list[Row]:
+    from flask_utm_tracker import reports
+
+    rows: list[Row] = []
+    with pg_schema("bench_reports") as url:
+        prepare(url)
+        log(f"generating {LEADS:,} LeadSource rows")
+        started = time.perf_counter()
+        generate_leads(url, LEADS)
+        log(f"generated in {time.perf_counter() - started:.1f} s; timing the reports")
+        app, db, _ = make_host(True, url)
+        tracker = app.extensions["utm_tracker"].tracker
+        today = datetime.now(timezone.utc).date()
+        month = {"start": today - timedelta(days=29), "end": today}
+        whole: dict[str, date | None] = {"start": None, "end": None}
+        calls: list[tuple[str, t.Callable[[], t.Any]]] = [
+            *(
+                (
+                    f"reports.leads(channel, model={m}), 30 days",
+                    lambda m=m: reports.leads(tracker, "channel", model=m, **month),
+                )
+                for m in reports.MODELS
+            ),
+            (
+                "reports.leads(channel, first), all time",
+                lambda: reports.leads(tracker, "channel", **whole),
+            ),
+            (
+                "reports.leads(source, limit=10), 30 days",
+                lambda: reports.leads(tracker, "source", limit=10, **month),
+            ),
+            (
+                "reports.leads(campaign, limit=10), 30 days",
+                lambda: reports.leads(tracker, "campaign", limit=10, **month),
+            ),
+            (
+                "reports.series(channel, day), 30 days",
+                lambda: reports.series(tracker, "channel", interval="day", **month),
+            ),
+            ("reports.compare(channel), 30 days", lambda: reports.compare(tracker, **month)),
+            ("reports.totals(), 30 days", lambda: reports.totals(tracker, **month)),
+            ("reports.totals(), all time", lambda: reports.totals(tracker, **whole)),
+        ]
+        client = app.test_client()
+
+        def dashboard() -> None:
+            response = client.get("/utm/")
+            assert response.status_code == 200, response.status_code
+
+        calls.append(("GET /utm/ (dashboard, default 30 days)", dashboard))
+        with app.app_context():
+            for what, func in calls:
+                p50, worst = timed(func, runs)
+                rows.append(
+                    Row(
+                        what,
+                        f"p50 {p50:,.0f} ms",
+                        f"{LEADS:,} rows",
+                        None,
+                        "< 300 ms",
+                        "",
+                        p50 < 300,
+                        f"max {worst:,.0f} ms of {runs}",
+                    )
+                )
+                db.session.remove()
+            db.engine.dispose()
+    return rows
+
+
+# -- the snippet -------------------------------------------------------------------------------
+
+
+def snippet_figures(loads: int = 20) -> list[Row]:
+    code = SNIPPET.read_bytes()
+    size = len(gzip.compress(code, compresslevel=9))
+    rows = [
+        Row(
+            "snippet.js, gzip -9",
+            f"{size:,} B",
+            f"{len(code):,} B raw",
+            None,
+            "<= 2,048 B",
+            "1,280 B",
+            size <= 2048,
+        )
+    ]
+    if not Path(CHROMIUM).exists():
+        rows.append(Row("snippet execution in Chromium", "skipped", note=f"no {CHROMIUM}"))
+        return rows
+    from playwright.sync_api import sync_playwright
+
+    # The IIFE inline between two performance marks: the time between them is its parse,
+    # compile and run on the main thread, during page load, with a new visitor each time.
+    page_html = (
+        "<!doctype html><html><head><meta charset=utf-8><title>Landing</title>"
+        "<script>performance.mark('snippet-start')</script>"
+        f"<script>{code.decode()}</script>"
+        "<script>performance.mark('snippet-end');"
+        "performance.measure('snippet', 'snippet-start', 'snippet-end')</script>"
+        "</head><body><h1>Landing</h1></body></html>"
+    )
+    beacons: list[str] = []
+    times: list[float] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            for _ in range(loads):
+                context = browser.new_context()
+                page = context.new_page()
+
+                def route(r: t.Any) -> None:
+                    if r.request.url.endswith("/utm/beacon"):
+                        beacons.append(r.request.post_data or "")
+                        r.fulfill(status=204)
+                    else:
+                        r.fulfill(status=200, content_type="text/html", body=page_html)
+
+                page.route("**/*", route)
+                page.goto(
+                    "http://bench.test/utm/landing?utm_source=newsletter&utm_medium=email"
+                    "&utm_campaign=spring",
+                    wait_until="load",
+                )
+                times.append(page.evaluate("performance.getEntriesByName('snippet')[0].duration"))
+                page.wait_for_timeout(50)
+                context.close()
+        finally:
+            browser.close()
+    version = ""
+    with contextlib.suppress(Exception):
+        version = subprocess.run(
+            [CHROMIUM, "--version"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
+    rows.append(
+        Row(
+            "snippet execution on page load, Chromium",
+            f"median {statistics.median(times):.2f} ms",
+            f"{loads} loads",
+            None,
+            "",
+            "",
+            None,
+            f"min {min(times):.2f}, max {max(times):.2f} ms; {len(beacons)} beacons sent; {version}",
+        )
+    )
+    return rows
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    def version(command: list[str]) -> str:
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=20)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "unknown"
+
+    import flask
+    import gunicorn
+    import sqlalchemy
+
+    engine = sa.create_engine(PG)
+    try:
+        with engine.connect() as conn:
+            pg_version = str(conn.execute(sa.text("SHOW server_version")).scalar_one())
+    except sa.exc.SQLAlchemyError:
+        pg_version = "unreachable"
+    engine.dispose()
+    import sqlite3
+
+    load = os.getloadavg()
+    return [
+        f"nproc {os.cpu_count()}; load average at the start {load[0]:.2f}, {load[1]:.2f}, "
+        f"{load[2]:.2f}",
+        f"{platform.platform()}; {platform.processor() or platform.machine()}",
+        f"Python {platform.python_version()}, Flask {flask.__version__}, SQLAlchemy "
+        f"{sqlalchemy.__version__}, gunicorn {gunicorn.__version__}",
+        f"PostgreSQL {pg_version}; SQLite {sqlite3.sqlite_version}; {version(['wrk', '-v'])}",
+        f"gunicorn: {WORKERS} gthread workers x {THREADS} threads; wrk: {WRK_THREADS} threads, "
+        f"{CONNECTIONS} connections; {ROUNDS} alternating rounds of {SECONDS:g} s per figure",
+    ]
+
+
+def render(rows: list[Row]) -> list[str]:
+    header = ["measure", "value", "baseline", "ratio", "floor", "aim", "ok", "notes"]
+    table = [
+        [
+            r.what,
+            r.value,
+            r.baseline,
+            "" if r.ratio is None else f"{r.ratio:.2f}",
+            r.floor,
+            r.aim,
+            "" if r.ok is None else ("yes" if r.ok else "NO"),
+            r.note,
+        ]
+        for r in rows
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table]
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ablations", action="store_true", help="also measure the ablations")
+    parser.add_argument(
+        "--only", choices=["ingest", "pages", "reports", "snippet"], action="append"
+    )
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install wrk", file=sys.stderr)
+        return 2
+    sections = options.only or ["ingest", "pages", "reports", "snippet"]
+    about = machine()
+    started = time.monotonic()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
+        logdir = Path(logs)
+        try:
+            if "ingest" in sections:
+                rows += ingest_figures(logdir, options.ablations)
+            if "pages" in sections:
+                rows += page_figures(logdir)
+        except Exception:
+            for path in sorted(logdir.glob("*.log")):
+                sys.stderr.write(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+            raise
+    if "reports" in sections:
+        rows += report_figures()
+    if "snippet" in sections:
+        log("snippet: gzip size and execution in Chromium")
+        rows += snippet_figures()
+    elapsed = time.monotonic() - started
+    table = render(rows)
+    print("\n".join(table))
+    print(f"\n{elapsed:.0f} s; " + "; ".join(about))
+    failed = [r.what for r in rows if r.ok is False]
+    if failed:
+        print("BELOW THE FLOOR: " + ", ".join(failed))
+    if not options.only:
+        text = [
+            "# Benchmark results",
+            "",
+            f"`make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s.",
+            "",
+            *(f"- {line}" for line in about),
+            "",
+            *table,
+            "",
+            "See bench/README.md for what each figure measures and why the ingest path is built",
+            "the way it is.",
+            "",
+        ]
+        Path(options.out).write_text("\n".join(text))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
