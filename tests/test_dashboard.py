@@ -254,3 +254,30 @@ def test_chart_geometry() -> None:
     assert got.legend == [("Email", "#ff7f0e", 3.0), ("Something new", "#aec7e8", 2.0)]
     many = reports.Series([date(2024, 1, 1) + timedelta(days=i) for i in range(90)], {})
     assert len(dashboard.chart(many, "day").x_ticks) <= 8
+
+
+def test_visits_through_the_app_show_up_by_channel(env: HostApp) -> None:
+    """A product owner's check: ads, a newsletter, search and social, then sign-ups."""
+    allow_admin(env)
+    visits = {
+        "ads@example.com": ("/landing?utm_source=google&utm_medium=cpc&utm_campaign=spring", None),
+        "click@example.com": ("/landing?gclid=Cj0KCQ", None),
+        "news@example.com": ("/landing?utm_source=newsletter&utm_medium=email", None),
+        "search@example.com": ("/landing", "https://www.google.com/search?q=lead+tracking"),
+        "social@example.com": ("/landing", "https://www.facebook.com/"),
+        "direct@example.com": ("/landing", None),
+    }
+    for email, (url, referrer) in visits.items():
+        visitor = env.app.test_client()
+        visitor.get(url, headers={"Referer": referrer} if referrer else {})
+        assert visitor.post(f"/login/{email}").status_code == 200
+    admin = env.app.test_client()
+    admin.post("/login/admin@example.com")
+    body = admin.get("/utm/report.json").get_json()
+    assert body["totals"]["leads"] == 5  # the direct visit is not a touch
+    channels = {c["key"]: c["first"] for c in body["comparison"]}
+    assert channels == {"Paid Search": 2, "Email": 1, "Organic Search": 1, "Organic Social": 1}
+    assert {c["key"] for c in body["top_sources"]} == {"google", "newsletter", "facebook"}
+    html = admin.get("/utm/").text
+    assert text_of(html, "total-leads") == "Leads 5"
+    assert html.count("<rect x=") == 4  # today's bar, one segment per channel
