@@ -170,6 +170,12 @@ def test_report_json(admin: t.Any) -> None:
     }
 
 
+def test_extreme_dates(admin: t.Any) -> None:
+    assert admin.get("/utm/?start=0001-01-01&end=0001-01-31").status_code == 200
+    assert admin.get("/utm/?start=9999-12-01&end=9999-12-31").status_code == 400
+    assert admin.get("/utm/report.json?start=1990-01-01&end=2024-01-01").status_code == 400
+
+
 def test_report_json_rejects_bad_filters(admin: t.Any) -> None:
     response = admin.get("/utm/report.json?model=middle&start=yesterday")
     assert response.status_code == 400
@@ -220,8 +226,14 @@ def test_filters_defaults() -> None:
     )
     got = dashboard.filters_from({"start": "2020-01-01", "interval": "day"}, today=today)
     assert got.interval == "month" and got.asked_interval == "day"
+    got = dashboard.filters_from({"end": "0001-01-05"}, today=today)
+    assert (got.start, got.end) == (date(1, 1, 1), date(1, 1, 5))
     with pytest.raises(ValidationError):
         dashboard.filters_from({"interval": "hour"})
+    with pytest.raises(ValidationError, match="at most 3653 days"):
+        dashboard.filters_from({"start": "2000-01-01", "end": "2024-01-01"})
+    with pytest.raises(ValidationError, match="at most 3653 days"):
+        dashboard.filters_from({"start": "9999-12-01"})
 
 
 def test_safe_href() -> None:

@@ -36,6 +36,8 @@ DEFAULT_DAYS = 30
 QUICK_RANGES = (7, 30, 90, 365)
 #: Most bars the chart draws; past that the interval grows (day -> week -> month).
 MAX_BUCKETS = 120
+#: Longest range the dashboard shows, in days (ten years: 120 months).
+MAX_DAYS = 3653
 #: Rows in the top-sources and top-campaigns tables, and in the latest-rows table.
 TOP = 10
 LATEST = 20
@@ -111,7 +113,9 @@ def filters_from(args: t.Mapping[str, str], today: date | None = None) -> Filter
     data = FiltersSchema().load({k: v for k, v in args.items() if k in known and v})
     today = today or datetime.now(timezone.utc).date()
     end = data.get("end") or max(today, data.get("start") or today)
-    start = data.get("start") or end - timedelta(days=DEFAULT_DAYS - 1)
+    start = data.get("start") or end - timedelta(days=min(DEFAULT_DAYS - 1, end.toordinal() - 1))
+    if end.year == date.max.year or (end - start).days >= MAX_DAYS:
+        raise ValidationError(f"The range may span at most {MAX_DAYS} days, before 9999.", "end")
     asked = data["interval"]
     return Filters(start, end, data["model"], auto_interval(start, end, asked), asked)
 
@@ -335,6 +339,14 @@ class ReportSchema(Schema):
 # -- routes --------------------------------------------------------------------------------------
 
 
+def _messages(err: ValidationError) -> dict[str, t.Any]:
+    """The error's messages by field (a field-level error raised outside a schema included)."""
+    messages = err.messages
+    if isinstance(messages, dict):
+        return messages
+    return {err.field_name: messages}
+
+
 def _allowed(tracker: UTMTracker) -> bool:
     check = tracker._dashboard_permission
     return check is not None and bool(check())
@@ -366,7 +378,7 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
         try:
             filters = filters_from(request.args)
         except ValidationError as err:
-            errors = t.cast(dict[str, t.Any], err.messages)
+            errors = _messages(err)
             filters = filters_from({})
         report = build_report(tracker, filters)
         today = datetime.now(timezone.utc).date()
@@ -398,7 +410,7 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
         try:
             filters = filters_from(request.args)
         except ValidationError as err:
-            return _json_error(400, "The filters are invalid.", err.messages)
+            return _json_error(400, "The filters are invalid.", _messages(err))
         return _private(jsonify(ReportSchema().dump(build_report(tracker, filters))))
 
     @bp.route("/dashboard.css")
