@@ -315,7 +315,7 @@ def test_helpers() -> None:
 # -- a user model with its own sign-up time -----------------------------------------------------
 
 
-def make_app_with_signup(db_url: str) -> HostApp:
+def make_app_with_signup(db_url: str, aware: bool = True) -> HostApp:
     app = Flask(__name__)
     app.config.update(SQLALCHEMY_DATABASE_URI=db_url, TESTING=True, SECRET_KEY="x")
     db = SQLAlchemy()
@@ -324,7 +324,7 @@ def make_app_with_signup(db_url: str) -> HostApp:
         __tablename__ = "members"
         id = sa.Column(sa.Integer, primary_key=True)
         email = sa.Column(sa.String(200), unique=True, nullable=False)
-        created_at = sa.Column(sa.DateTime(timezone=True), nullable=True)
+        created_at = sa.Column(sa.DateTime(timezone=aware), nullable=True)
 
     db.init_app(app)
     tracker = UTMTracker(app, db=db, user_model=Member)
@@ -362,3 +362,25 @@ def test_user_created_at_is_the_sign_up(db_url: str) -> None:
             (date(2024, 3, 20), "Referral"),
         ]
         assert reports.totals(env.tracker, start=date(2024, 3, 3)).leads == 1
+
+
+def test_a_naive_sign_up_time_is_utc(db_url: str) -> None:
+    env = make_app_with_signup(db_url, aware=False)
+    with env.app.app_context():
+        if env.db.engine.dialect.name == "postgresql":
+            # A session far from UTC must not move the sign-up to another day.
+            sa.event.listen(
+                env.db.engine,
+                "connect",
+                lambda conn, _: conn.execute("SET TIME ZONE 'Pacific/Kiritimati'"),
+            )
+            env.db.engine.dispose()
+        add_user(
+            env,
+            "hal@example.com",
+            touch("Email", "newsletter", "email", at(1), at(3)),
+            created_at=datetime(2024, 3, 2, 0, 30),  # naive, UTC
+        )
+        got = reports.leads(env.tracker, model="first", interval="day")
+        assert [(c.bucket, c.key) for c in got] == [(date(2024, 3, 2), "Email")]
+        assert reports.totals(env.tracker, start=date(2024, 3, 2), end=date(2024, 3, 2)).leads == 1

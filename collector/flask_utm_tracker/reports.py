@@ -6,7 +6,8 @@ A *lead* is a user with at least one ``LeadSource`` row; users without a touch a
 A lead is dated by its **sign-up**: the user model's ``created_at`` (or ``date_joined``, as
 Django names it) when it has such a column, else the user's first ``LeadSource.created_at``,
 which is when the collector first wrote a row for the user, at the login that reconciled the
-touches: the closest thing to a sign-up time the extension can see. The date range and the
+touches: the closest thing to a sign-up time the extension can see. A naive ``created_at`` is
+taken as UTC. The date range and the
 day/week/month buckets select and group leads by that time, so every attribution model shares
 the same total and only moves the credit between channels.
 
@@ -205,7 +206,7 @@ class _Credited(t.NamedTuple):
     signups: t.Any  # subquery: one row per lead
 
 
-def _credited(tracker: UTMTracker, start: date | None, end: date | None) -> _Credited:
+def _credited(tracker: UTMTracker, start: date | None, end: date | None, dialect: str) -> _Credited:
     """The leads signed up in the range and their counted touches, ranked per user.
 
     One window ordering: the last touch is the one whose ``rank_first`` equals ``n``.
@@ -218,7 +219,12 @@ def _credited(tracker: UTMTracker, start: date | None, end: date | None) -> _Cre
     if user_signup is not None:
         user_table = tracker.user_model.__table__
         pk = next(iter(user_table.primary_key.columns))
-        signup_at = sa.func.coalesce(user_signup, signup_at)
+        own: t.Any = user_signup
+        naive = isinstance(user_signup.type, sa.DateTime) and not user_signup.type.timezone
+        if naive and dialect == "postgresql":
+            # A naive sign-up time is UTC, whatever the session's TimeZone.
+            own = sa.func.timezone("UTC", user_signup, type_=sa.DateTime(timezone=True))
+        signup_at = sa.func.coalesce(own, signup_at)
         query = query.join(user_table, pk == lead.user_id)
         group_by.append(user_signup)
     signups_q = query.add_columns(
@@ -286,7 +292,8 @@ def leads(
     if interval is not None:
         _check("interval", interval, INTERVALS)
     session = _session(tracker, session)
-    credited = _credited(tracker, start, end).touches
+    dialect = session.get_bind().dialect.name
+    credited = _credited(tracker, start, end, dialect).touches
     key = credited.c[by]
     value: t.Any
     where: t.Any = None
@@ -299,7 +306,6 @@ def leads(
     else:
         value = sa.func.count(sa.distinct(credited.c.user_id))
     columns: list[t.Any] = [key.label("key")]
-    dialect = session.get_bind().dialect.name
     if interval is not None:
         columns.append(_bucket_expr(dialect, credited.c.signup_at, interval).label("bucket"))
     query = sa.select(*columns, value.label("leads")).group_by(*columns)
@@ -384,8 +390,8 @@ def _grouped(
     PostgreSQL computes every set in one statement with ``GROUPING SETS``, so the window pass
     over the touches runs once; other dialects run one query per set.
     """
-    credited = _credited(tracker, start, end).touches
     dialect = session.get_bind().dialect.name
+    credited = _credited(tracker, start, end, dialect).touches
     columns: dict[str, t.Any] = {name: credited.c[name] for name in DIMENSIONS}
     if interval is not None:
         _check("interval", interval, INTERVALS)
