@@ -69,6 +69,8 @@ def test_dashboard_numbers(admin: t.Any) -> None:
     assert "Email 1 1 0 1.3 2" in comparison
     assert "Paid Search 1 0 -1 0.3 1" in comparison
     assert "Organic Social 0 1 +1 0.3 1" in comparison
+    # No script and no inline style: the page works under a strict Content-Security-Policy.
+    assert "<script" not in html and "style=" not in html and "<style" not in html
     # The latest lead sources of the period (by recorded time).
     assert text_of(html, "latest").count("newsletter / email") == 2
 

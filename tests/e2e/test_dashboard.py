@@ -1,5 +1,6 @@
 """The dashboard in real Chromium: the chart renders, the filters change the numbers, an XSS
-payload in a utm value stays text, and the page raises no error.
+payload in a utm value stays text, and the page raises no error, under a strict
+Content-Security-Policy (no script, no inline style).
 
 Self-contained: the fixtures below serve a host app of their own with werkzeug on 127.0.0.1 and
 drive the Debian Chromium (``/usr/bin/chromium``) through Playwright for Python. Set
@@ -33,6 +34,7 @@ MARCH = "start=2024-03-01&end=2024-03-31"
 XSS_SOURCE = '<img src=x onerror="window.__xss = 1">'
 XSS_CAMPAIGN = "</title><script>window.__xss = 2</script>"
 XSS_URL = "javascript:window.__xss = 3"
+CSP = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,13 @@ def served(db_url: str) -> t.Iterator[Served]:
 
     env = make_app(db_url)
     env.tracker.dashboard_permission(lambda: True)
+
+    @env.app.after_request
+    def strict_csp(response: t.Any) -> t.Any:
+        # The dashboard needs no script and no inline style: a violation is a console error.
+        response.headers["Content-Security-Policy"] = CSP
+        return response
+
     with env.app.app_context():
         build(env)
         fields = touch("Referral", XSS_SOURCE, "referral", at(20), at(21), XSS_CAMPAIGN)
