@@ -201,20 +201,17 @@ def _as_date(value: t.Any) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-class _Credited(t.NamedTuple):
-    touches: t.Any  # subquery: one row per counted touch
-    signups: t.Any  # subquery: one row per lead
+def _credited(tracker: UTMTracker, start: date | None, end: date | None, dialect: str) -> t.Any:
+    """The counted touches of the leads signed up in the range, ranked per user: a subquery
+    with ``user_id``, ``signup_at``, the :data:`DIMENSIONS`, ``rank_first`` (1 for the first
+    touch) and ``n`` (the lead's number of touches; the last touch has ``rank_first == n``).
 
-
-def _credited(tracker: UTMTracker, start: date | None, end: date | None, dialect: str) -> _Credited:
-    """The leads signed up in the range and their counted touches, ranked per user.
-
-    One window ordering: the last touch is the one whose ``rank_first`` equals ``n``.
+    Two window passes partitioned by user and no self-join: the first finds each user's sign-up
+    time and first touch, the second ranks the touches up to the cut-off.
     """
     lead = tracker.LeadSource
-    signup_at: t.Any = sa.func.min(lead.created_at)
-    query = sa.select(lead.user_id.label("user_id"))
-    group_by: list[t.Any] = [lead.user_id]
+    signup_at: t.Any = sa.func.min(lead.created_at).over(partition_by=lead.user_id)
+    source: t.Any = lead.__table__
     user_signup = signup_column(tracker.user_model)
     if user_signup is not None:
         user_table = tracker.user_model.__table__
@@ -225,38 +222,43 @@ def _credited(tracker: UTMTracker, start: date | None, end: date | None, dialect
             # A naive sign-up time is UTC, whatever the session's TimeZone.
             own = sa.func.timezone("UTC", user_signup, type_=sa.DateTime(timezone=True))
         signup_at = sa.func.coalesce(own, signup_at)
-        query = query.join(user_table, pk == lead.user_id)
-        group_by.append(user_signup)
-    signups_q = query.add_columns(
-        signup_at.label("signup_at"), sa.func.min(lead.timestamp).label("first_ts")
-    ).group_by(*group_by)
-    lo, hi = bounds(start, end)
-    if lo is not None:
-        signups_q = signups_q.having(signup_at >= lo)
-    if hi is not None:
-        signups_q = signups_q.having(signup_at < hi)
-    signups = signups_q.subquery("signups")
-
-    cutoff = sa.case(
-        (signups.c.signup_at >= signups.c.first_ts, signups.c.signup_at),
-        else_=signups.c.first_ts,
-    )
-    per_user = {"partition_by": lead.user_id}
+        source = source.join(user_table, pk == lead.user_id)
     touches = (
         sa.select(
             lead.user_id.label("user_id"),
-            signups.c.signup_at.label("signup_at"),
+            lead.id.label("id"),
+            lead.timestamp.label("timestamp"),
             *(getattr(lead, name).label(name) for name in DIMENSIONS),
-            sa.func.row_number()
-            .over(**per_user, order_by=(lead.timestamp.asc(), lead.id.asc()))
-            .label("rank_first"),
-            sa.func.count().over(**per_user).label("n"),
+            signup_at.label("signup_at"),
+            sa.func.min(lead.timestamp).over(partition_by=lead.user_id).label("first_ts"),
         )
-        .join(signups, signups.c.user_id == lead.user_id)
-        .where(lead.timestamp <= cutoff)
+        .select_from(source)
+        .subquery("touches")
+    )
+    cutoff = sa.case(
+        (touches.c.signup_at >= touches.c.first_ts, touches.c.signup_at),
+        else_=touches.c.first_ts,
+    )
+    conditions = [touches.c.timestamp <= cutoff]
+    lo, hi = bounds(start, end)
+    if lo is not None:
+        conditions.append(touches.c.signup_at >= lo)
+    if hi is not None:
+        conditions.append(touches.c.signup_at < hi)
+    user = touches.c.user_id
+    return (
+        sa.select(
+            touches.c.user_id,
+            touches.c.signup_at,
+            *(touches.c[name] for name in DIMENSIONS),
+            sa.func.row_number()
+            .over(partition_by=user, order_by=(touches.c.timestamp.asc(), touches.c.id.asc()))
+            .label("rank_first"),
+            sa.func.count().over(partition_by=user).label("n"),
+        )
+        .where(*conditions)
         .subquery("credited")
     )
-    return _Credited(touches, signups)
 
 
 def _session(tracker: UTMTracker, session: Session | None) -> Session:
@@ -293,7 +295,7 @@ def leads(
         _check("interval", interval, INTERVALS)
     session = _session(tracker, session)
     dialect = session.get_bind().dialect.name
-    credited = _credited(tracker, start, end, dialect).touches
+    credited = _credited(tracker, start, end, dialect)
     key = credited.c[by]
     value: t.Any
     where: t.Any = None
@@ -391,7 +393,7 @@ def _grouped(
     over the touches runs once; other dialects run one query per set.
     """
     dialect = session.get_bind().dialect.name
-    credited = _credited(tracker, start, end, dialect).touches
+    credited = _credited(tracker, start, end, dialect)
     columns: dict[str, t.Any] = {name: credited.c[name] for name in DIMENSIONS}
     if interval is not None:
         _check("interval", interval, INTERVALS)
