@@ -40,9 +40,6 @@ from .params import MAX_PARAMS
 from .schemas import MAX_TOUCHES
 from .touches import Context, fields
 
-if t.TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
 logger = logging.getLogger("flask_utm_tracker")
 
 #: Most beacons written by one commit.
@@ -134,6 +131,7 @@ def rows_of(
 class _Beacon:
     visitor_id: str
     rows: list[dict[str, t.Any]]
+    returning: bool
     done: bool = False
     stored: list[dict[str, t.Any]] = field(default_factory=list)
     error: BaseException | None = None
@@ -155,14 +153,18 @@ class GroupCommit:
         cap: int,
         visitor_id: str,
         rows: list[dict[str, t.Any]],
+        returning: bool = True,
     ) -> list[dict[str, t.Any]]:
         """Store ``rows`` of ``visitor_id`` (at most ``cap`` rows per visitor) and return once
         they are committed.
 
-        :return: the rows inserted now (a resent touch is not inserted again).
+        :param returning: whether to return the rows inserted (for the ``touch_recorded``
+            signal); without it the statement skips ``RETURNING``.
+        :return: the rows inserted now (a resent touch is not inserted again), or ``[]``
+            unless ``returning``.
         :raises StoreError: the commit carrying these rows failed.
         """
-        item = _Beacon(visitor_id, rows)
+        item = _Beacon(visitor_id, rows, returning)
         cond = self._cond
         with cond:
             self._queue.append(item)
@@ -207,13 +209,12 @@ if hasattr(os, "register_at_fork"):  # a forked worker starts with no queue and 
 
 
 def _write_batch(engine: Engine, table: sa.Table, cap: int, batch: list[_Beacon]) -> None:
-    """Write ``batch`` in one transaction; on failure, retry each beacon alone unless the
+    """Write ``batch`` with one statement; on failure, retry each beacon alone unless the
     database is unreachable. Every beacon of ``batch`` is ``done`` on return.
     """
     try:
         try:
-            with engine.begin() as conn:
-                _insert(conn, table, cap, batch)
+            _write(engine, table, cap, batch)
         except sa.exc.SQLAlchemyError as err:
             for item in batch:
                 item.stored = []
@@ -227,8 +228,7 @@ def _write_batch(engine: Engine, table: sa.Table, cap: int, batch: list[_Beacon]
             else:
                 for item in batch:
                     try:
-                        with engine.begin() as conn:
-                            _insert(conn, table, cap, [item])
+                        _write(engine, table, cap, [item])
                     except sa.exc.SQLAlchemyError as one:
                         logger.exception("Storing a beacon failed.")
                         item.stored = []
@@ -242,69 +242,89 @@ def _write_batch(engine: Engine, table: sa.Table, cap: int, batch: list[_Beacon]
             item.done = True
 
 
-def _insert(conn: Connection, table: sa.Table, cap: int, batch: list[_Beacon]) -> None:
-    """The per-visitor cap, then one multi-row insert of the whole batch."""
-    sql = _statements(conn.dialect, table)
-    visitors = sorted({item.visitor_id for item in batch})
+def _write(engine: Engine, table: sa.Table, cap: int, batch: list[_Beacon]) -> None:
+    """Store the rows of ``batch`` (each visitor's rows past ``cap`` dropped), committed on
+    return; fill each beacon's ``stored`` when one of them asked for the rows.
+    """
+    # Each visitor's rows in order, a resent touch once; ``ordinal`` counts the visitor's rows
+    # in this batch, so that the cap keeps the first ones, as a beacon at a time would.
+    owner: dict[tuple[str, str], _Beacon] = {}
+    wanted: list[tuple[dict[str, t.Any], int]] = []
+    ordinal: dict[str, int] = {}
+    for item in batch:
+        for row in item.rows:
+            key = (item.visitor_id, row["touch_id"])
+            n = ordinal.get(item.visitor_id, 0)
+            ordinal[item.visitor_id] = n + 1
+            if key not in owner:
+                owner[key] = item
+                wanted.append((row, n))
+    # One order for every writer: concurrent batches holding the same keys cannot deadlock.
+    wanted.sort(key=lambda pair: (pair[0]["visitor_id"], pair[0]["touch_id"]))
+    returning = any(item.returning for item in batch)
+    sql = _statements(engine.dialect, table)
     if sql is None:
+        inserted = _write_core(engine, table, cap, wanted)
+    else:
+        inserted = _write_sql(engine, sql, cap, wanted, returning)
+    for row in inserted:
+        owner[(row["visitor_id"], row["touch_id"])].stored.append(row)
+
+
+def _write_core(
+    engine: Engine, table: sa.Table, cap: int, wanted: list[tuple[dict[str, t.Any], int]]
+) -> list[dict[str, t.Any]]:
+    """Other dialects: count the visitors' rows, then insert, in one transaction."""
+    with engine.begin() as conn:
+        visitors = sorted({row["visitor_id"] for row, _ in wanted})
         counted = conn.execute(
             sa.select(table.c.visitor_id, sa.func.count())
             .where(table.c.visitor_id.in_(visitors))
             .group_by(table.c.visitor_id)
         ).all()
-    elif sql.any_array:
-        counted = conn.exec_driver_sql(sql.count, (visitors,)).all()
-    else:
-        marks = ", ".join([sql.mark] * len(visitors))
-        counted = conn.exec_driver_sql(sql.count.format(marks=marks), tuple(visitors)).all()
-    held: dict[str, int] = {v: int(n) for v, n in counted}
-    owner: dict[tuple[str, str], _Beacon] = {}
-    wanted: list[dict[str, t.Any]] = []
-    for item in batch:
-        room = max(cap - held.get(item.visitor_id, 0), 0)
-        taken = item.rows[:room]
-        held[item.visitor_id] = held.get(item.visitor_id, 0) + len(taken)
-        for row in taken:
-            key = (item.visitor_id, row["touch_id"])
-            if key not in owner:
-                owner[key] = item
-                wanted.append(row)
-    # One order for every writer: concurrent batches holding the same keys cannot deadlock.
-    wanted.sort(key=lambda row: (row["visitor_id"], row["touch_id"]))
-    if sql is None:
-        inserted = reconcile.store_touches(conn, table, wanted)
-    else:
-        inserted = _insert_rows(conn, sql, wanted)
-    for row in inserted:
-        owner[(row["visitor_id"], row["touch_id"])].stored.append(row)
+        held: dict[str, int] = {v: int(n) for v, n in counted}
+        rows = [row for row, n in wanted if held.get(row["visitor_id"], 0) + n < cap]
+        return reconcile.store_touches(conn, table, rows)
 
 
 @dataclass(frozen=True)
 class _SQL:
-    """The hot path's statements for one table and dialect, as driver SQL."""
+    """The hot path's statement for one table and dialect, as driver SQL in three parts:
+    ``head``, one ``values`` group per row, then ``tail``.
+    """
 
-    count: str
-    insert: str
+    head: str
     values: str
     tail: str
+    returning: str
     columns: tuple[str, ...]
     processors: tuple[t.Callable[[t.Any], t.Any] | None, ...]
-    mark: str
-    any_array: bool
 
 
 _sql_cache: dict[tuple[str, str, int], _SQL | None] = {}
-#: Most rows in one INSERT statement (SQLite allows 32,766 parameters).
+#: Most rows in one statement (SQLite allows 32,766 parameters).
 ROWS_PER_STATEMENT = 500
 
 
 def _statements(dialect: sa.Dialect, table: sa.Table) -> _SQL | None:
-    """Driver SQL for the count and the multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
-    on PostgreSQL (psycopg) and SQLite 3.35+; ``None`` elsewhere (Core statements are used).
+    """The multi-row insert as driver SQL on PostgreSQL and SQLite 3.35+, else ``None``::
 
-    Built once per table and dialect: constructing and compiling Core statements for every batch
-    cost more than the batch's own SQL. Values go through the columns' own bind processors, so
-    they are stored exactly as SQLAlchemy stores them.
+        INSERT INTO utm_touch (touch_id, visitor_id, ...)
+        SELECT column1, column2, ... FROM (VALUES (...), (...), ...) AS v
+        WHERE (SELECT count(*) FROM utm_touch AS held WHERE held.visitor_id = v.column2)
+              + v.column27 < :cap
+        ON CONFLICT (visitor_id, touch_id) DO NOTHING
+        [RETURNING id, visitor_id, touch_id]
+
+    The last value of each row is its ordinal among its visitor's rows in the batch, so the
+    per-visitor cap holds as it would for one beacon at a time. One statement, in autocommit: the
+    statement is the transaction, so SQLite holds its write lock only while the statement runs
+    (not across the returns to Python that the other process's writer would sleep through) and
+    PostgreSQL needs one round trip instead of BEGIN, count, INSERT and COMMIT.
+
+    Built once per table and dialect (composing Core statements for each batch cost more than
+    the batch's own SQL); values go through the columns' own bind processors, so they are stored
+    exactly as SQLAlchemy stores them.
     """
     key = (dialect.name, dialect.driver, id(table))
     if key in _sql_cache:
@@ -322,43 +342,63 @@ def _statements(dialect: sa.Dialect, table: sa.Table) -> _SQL | None:
         columns = tuple(
             c for c in (*TOUCH_FIELDS, "received_at", "claimed_by", "claimed_at") if c in table.c
         )
-        any_array = dialect.name == "postgresql"
-        visitor = quote("visitor_id")
-        where = f"= ANY({mark})" if any_array else "IN ({marks})"
+        if dialect.name == "postgresql":
+            # VALUES takes its column types from its values: say them, as the table does.
+            types = [table.c[c].type.compile(dialect=dialect) for c in columns] + ["INTEGER"]
+            values = "(" + ", ".join(f"CAST({mark} AS {type_})" for type_ in types) + ")"
+        else:
+            values = "(" + ", ".join([mark] * (len(columns) + 1)) + ")"
+        visitor = f"v.column{columns.index('visitor_id') + 1}"
         sql = _SQL(
-            count=f"SELECT {visitor}, count(*) FROM {name} WHERE {visitor} {where} "
-            f"GROUP BY {visitor}",
-            insert=f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)}) VALUES ",
-            values="(" + ", ".join([mark] * len(columns)) + ")",
-            tail=f" ON CONFLICT ({visitor}, {quote('touch_id')}) DO NOTHING"
-            f" RETURNING {quote('id')}, {visitor}, {quote('touch_id')}",
+            head=f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)}) SELECT "
+            + ", ".join(f"v.column{i + 1}" for i in range(len(columns)))
+            + " FROM (VALUES ",
+            values=values,
+            tail=f") AS v WHERE (SELECT count(*) FROM {name} AS held WHERE held."
+            f"{quote('visitor_id')} = {visitor}) + v.column{len(columns) + 1} < {mark}"
+            f" ON CONFLICT ({quote('visitor_id')}, {quote('touch_id')}) DO NOTHING",
+            returning=f" RETURNING {quote('id')}, {quote('visitor_id')}, {quote('touch_id')}",
             columns=columns,
             processors=tuple(
                 table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns
             ),
-            mark=mark,
-            any_array=any_array,
         )
     _sql_cache[key] = sql
     return sql
 
 
-def _insert_rows(
-    conn: Connection, sql: _SQL, rows: list[dict[str, t.Any]]
+def _write_sql(
+    engine: Engine,
+    sql: _SQL,
+    cap: int,
+    wanted: list[tuple[dict[str, t.Any], int]],
+    returning: bool,
 ) -> list[dict[str, t.Any]]:
-    """Insert ``rows`` as ``Touch`` rows, skipping those already there; return those inserted."""
+    """Insert the rows with one autocommit statement per :data:`ROWS_PER_STATEMENT` rows.
+
+    :return: the rows inserted, when ``returning``; else ``[]``.
+    """
     now = utcnow()
-    full = [{**row, "received_at": now, "claimed_by": None, "claimed_at": None} for row in rows]
+    extra = {"received_at": now, "claimed_by": None, "claimed_at": None}
     inserted: list[dict[str, t.Any]] = []
-    for start in range(0, len(full), ROWS_PER_STATEMENT):
-        chunk = full[start : start + ROWS_PER_STATEMENT]
-        params: list[t.Any] = []
-        for row in chunk:
-            for column, process in zip(sql.columns, sql.processors, strict=True):
-                value = row.get(column)
-                params.append(process(value) if process is not None else value)
-        statement = sql.insert + ", ".join([sql.values] * len(chunk)) + sql.tail
-        by_key = {(row["visitor_id"], row["touch_id"]): row for row in chunk}
-        for id_, visitor_id, touch_id in conn.exec_driver_sql(statement, tuple(params)):
-            inserted.append({**by_key[(visitor_id, touch_id)], "id": id_})
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for start in range(0, len(wanted), ROWS_PER_STATEMENT):
+            chunk = wanted[start : start + ROWS_PER_STATEMENT]
+            params: list[t.Any] = []
+            for row, n in chunk:
+                full = {**row, **extra}
+                for column, process in zip(sql.columns, sql.processors, strict=True):
+                    value = full.get(column)
+                    params.append(process(value) if process is not None else value)
+                params.append(n)
+            params.append(cap)
+            statement = sql.head + ", ".join([sql.values] * len(chunk)) + sql.tail
+            if not returning:
+                conn.exec_driver_sql(statement, tuple(params))
+                continue
+            result = conn.exec_driver_sql(statement + sql.returning, tuple(params))
+            by_key = {(row["visitor_id"], row["touch_id"]): row for row, _ in chunk}
+            for id_, visitor_id, touch_id in result:
+                inserted.append({**by_key[(visitor_id, touch_id)], **extra, "id": id_})
     return inserted

@@ -197,6 +197,7 @@ def _ingest(tracker: UTMTracker) -> Response:
                     settings.max_touches_per_visitor,
                     visitor_id,
                     rows,
+                    returning=touch_recorded.has_receivers_for(app),
                 )
             except ingest.StoreError:
                 raise BeaconError(
