@@ -21,6 +21,7 @@ See bench/README.md for the measured effect of each choice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -381,24 +382,77 @@ def _write_sql(
     now = utcnow()
     extra = {"received_at": now, "claimed_by": None, "claimed_at": None}
     inserted: list[dict[str, t.Any]] = []
-    with engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        for start in range(0, len(wanted), ROWS_PER_STATEMENT):
-            chunk = wanted[start : start + ROWS_PER_STATEMENT]
-            params: list[t.Any] = []
-            for row, n in chunk:
-                full = {**row, **extra}
-                for column, process in zip(sql.columns, sql.processors, strict=True):
-                    value = full.get(column)
-                    params.append(process(value) if process is not None else value)
-                params.append(n)
-            params.append(cap)
-            statement = sql.head + ", ".join([sql.values] * len(chunk)) + sql.tail
-            if not returning:
-                conn.exec_driver_sql(statement, tuple(params))
-                continue
-            result = conn.exec_driver_sql(statement + sql.returning, tuple(params))
-            by_key = {(row["visitor_id"], row["touch_id"]): row for row, _ in chunk}
-            for id_, visitor_id, touch_id in result:
-                inserted.append({**by_key[(visitor_id, touch_id)], **extra, "id": id_})
+    statements = []
+    for start in range(0, len(wanted), ROWS_PER_STATEMENT):
+        chunk = wanted[start : start + ROWS_PER_STATEMENT]
+        params: list[t.Any] = []
+        for row, n in chunk:
+            full = {**row, **extra}
+            for column, process in zip(sql.columns, sql.processors, strict=True):
+                value = full.get(column)
+                params.append(process(value) if process is not None else value)
+            params.append(n)
+        params.append(cap)
+        statement = sql.head + ", ".join([sql.values] * len(chunk)) + sql.tail
+        statements.append((statement + sql.returning if returning else statement, tuple(params)))
+    results = _autocommit(engine, statements, returning)
+    for start, result in zip(range(0, len(wanted), ROWS_PER_STATEMENT), results, strict=True):
+        chunk = wanted[start : start + ROWS_PER_STATEMENT]
+        by_key = {(row["visitor_id"], row["touch_id"]): row for row, _ in chunk}
+        for id_, visitor_id, touch_id in result:
+            inserted.append({**by_key[(visitor_id, touch_id)], **extra, "id": id_})
     return inserted
+
+
+def _autocommit(
+    engine: Engine, statements: list[tuple[str, tuple[t.Any, ...]]], returning: bool
+) -> list[list[t.Any]]:
+    """Run ``statements`` on a pooled DBAPI connection in autocommit mode, each statement its
+    own transaction; return their rows when ``returning``.
+
+    The DBAPI cursor directly, not ``Connection.exec_driver_sql``: SQLAlchemy's connection,
+    execution context and isolation-level switch cost as much as the statement (and, on
+    SQLite, one more trip through the GIL). Errors are raised as SQLAlchemy's
+    :class:`~sqlalchemy.exc.DBAPIError` classes, and a connection the database dropped is
+    invalidated, as SQLAlchemy would; the statements are not seen by SQLAlchemy's cursor events.
+    """
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    try:
+        raw = engine.raw_connection()
+    except dbapi_error as err:  # the pool does not wrap a failed connect
+        raise sa.exc.DBAPIError.instance(None, None, err, dbapi_error, dialect=dialect) from err
+    conn = raw.dbapi_connection
+    sqlite = dialect.name == "sqlite"
+    invalidated = False
+    cursor = None
+    results: list[list[t.Any]] = []
+    statement = ""
+    try:
+        saved = conn.isolation_level if sqlite else conn.autocommit  # type: ignore[union-attr]
+        if sqlite:
+            conn.isolation_level = None  # type: ignore[union-attr]
+        else:
+            conn.autocommit = True  # type: ignore[union-attr]
+        cursor = raw.cursor()
+        for statement, params in statements:
+            cursor.execute(statement, params)
+            results.append(list(cursor.fetchall()) if returning else [])
+    except dbapi_error as err:
+        invalidated = dialect.is_disconnect(err, conn, cursor)
+        if invalidated:
+            raw.invalidate(err)
+        raise sa.exc.DBAPIError.instance(
+            statement, None, err, dbapi_error, connection_invalidated=invalidated, dialect=dialect
+        ) from err
+    finally:
+        if not invalidated:
+            with contextlib.suppress(Exception):
+                if cursor is not None:
+                    cursor.close()
+                if sqlite:
+                    conn.isolation_level = saved  # type: ignore[union-attr]
+                else:
+                    conn.autocommit = saved  # type: ignore[union-attr]
+        raw.close()
+    return results
