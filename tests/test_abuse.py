@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 import typing as t
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from .conftest import REDIS_VAR, HostApp, make_app, service_url
+from .servers import gunicorn, post_beacon
 from .test_beacon import VISITOR, beacon, touch, touches
 
 
@@ -73,77 +65,20 @@ def test_no_raw_ip_in_the_rate_limit_keys(env: HostApp) -> None:
     assert limiter.key("127.0.0.1") == limiter.key("127.0.0.1") != limiter.key("127.0.0.2")
 
 
-SERVER_APP = """
-import os
-from tests.conftest import make_app
-app = make_app(
-    os.environ["DB_URL"],
-    SECRET_KEY=os.environ["SECRET_KEY"],
-    UTM_TRACKER_RATE_LIMIT="10/minute",
-    UTM_TRACKER_RATE_LIMIT_STORAGE=os.environ["RL_URL"],
-).app
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_redis_limit_is_shared_by_two_gunicorn_workers(tmp_path: Path) -> None:
     redis_url = service_url(REDIS_VAR, "Redis")
-    (tmp_path / "rl_app.py").write_text(SERVER_APP)
-    port = _free_port()
-    root = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "DB_URL": f"sqlite:///{tmp_path / 'rl.db'}",
-        "RL_URL": redis_url,
+    with gunicorn(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'rl.db'}",
+        workers=2,
         # Counters are keyed by an HMAC of the client address: a fresh secret, fresh counters.
-        "SECRET_KEY": secrets.token_hex(16),
-        "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "rl_app:app",
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        statuses = []
-        for n in range(16):
-            body = json.dumps({"v": VISITOR, "touches": [touch(n)]}).encode()
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/utm/beacon",
-                data=body,
-                headers={"Content-Type": "text/plain"},
-            )
-            # gunicorn hands connections to both workers; a new connection per request.
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    statuses.append(response.status)
-            except urllib.error.HTTPError as err:
-                statuses.append(err.code)
-        assert statuses.count(204) == 10, statuses
-        assert statuses.count(429) == 6, statuses
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        SECRET_KEY=secrets.token_hex(16),
+        UTM_TRACKER_RATE_LIMIT="10/minute",
+        UTM_TRACKER_RATE_LIMIT_STORAGE=redis_url,
+    ) as server:
+        # A new connection per request: gunicorn hands them to both workers.
+        statuses = [
+            post_beacon(server.url, {"v": VISITOR, "touches": [touch(n)]}) for n in range(16)
+        ]
+    assert statuses.count(204) == 10, statuses
+    assert statuses.count(429) == 6, statuses

@@ -6,19 +6,14 @@ down, a gunicorn worker killed under load. Nothing acknowledged is ever lost.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import typing as t
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,15 +21,10 @@ import sqlalchemy as sa
 from flask_utm_tracker import cookie as cookies
 
 from .conftest import POSTGRES_VAR, make_app, service_url
+from .servers import free_port, gunicorn, post_beacon
 from .test_beacon import beacon
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Cluster:
@@ -49,7 +39,7 @@ class Cluster:
         self.bin = Path(found[-1]).parent
         self.dir = Path(tempfile.mkdtemp(prefix="utm-pg-"))
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         self.as_user: list[str] = []
         if os.geteuid() == 0:
@@ -173,76 +163,28 @@ def test_login_while_the_database_is_down(cluster: Cluster) -> None:
     assert rows == ["waiting"]
 
 
-SERVER_APP = """
-import os
-from tests.conftest import make_app
-app = make_app(os.environ["DB_URL"], UTM_TRACKER_RATE_LIMIT="").app
-"""
-
-
 def test_killed_worker_loses_no_acknowledged_beacon(cluster: Cluster, tmp_path: Path) -> None:
     env = make_app(cluster.url)  # creates the tables
-    (tmp_path / "fault_app.py").write_text(SERVER_APP)
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "2",
-            "--threads",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "fault_app:app",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "DB_URL": cluster.url, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     acknowledged: list[int] = []
     lock = threading.Lock()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with gunicorn(tmp_path, cluster.url, workers=2, threads=2, UTM_TRACKER_RATE_LIMIT="") as server:
 
         def send(start: int) -> None:
             for n in range(start, start + 150):
-                data = json.dumps(_body(n)).encode()
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/utm/beacon",
-                    data=data,
-                    headers={"Content-Type": "text/plain"},
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=10) as response:
-                        if response.status == 204:
-                            with lock:
-                                acknowledged.append(n)
-                except (urllib.error.URLError, ConnectionError, OSError):
-                    pass  # the killed worker's requests fail: the snippet would retry them
+                # A failed connection (the killed worker's) is what the snippet retries later.
+                if post_beacon(server.url, _body(n)) == 204:
+                    with lock:
+                        acknowledged.append(n)
 
         threads = [threading.Thread(target=send, args=(k * 1000,)) for k in range(3)]
         for thread in threads:
             thread.start()
         time.sleep(0.5)
-        workers = subprocess.run(
-            ["pgrep", "-P", str(server.pid)], capture_output=True, text=True
-        ).stdout.split()
+        workers = server.workers()
         assert workers, "gunicorn has no workers"
-        os.kill(int(workers[0]), signal.SIGKILL)
+        os.kill(workers[0], signal.SIGKILL)
         for thread in threads:
             thread.join(timeout=120)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
     stored = set(_stored(env))
     assert len(acknowledged) > 100
     missing = [n for n in acknowledged if f"t{n:04d}" not in stored]
