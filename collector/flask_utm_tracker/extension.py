@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 from marshmallow import ValidationError
 
 from . import cookie as cookies
-from . import reconcile
+from . import reconcile, rollup
 from .abuse import RateLimiter
 from .config import ConfigError, Settings, load_settings
 from .models import make_models
@@ -239,6 +239,7 @@ class UTMTracker:
                 inserted = reconcile.write_lead_sources(
                     conn, lead_table, user_id, [*claimed, *rows]
                 )
+                rollup.written(conn, self.LeadSource, user_id, inserted)
         except sa.exc.SQLAlchemyError:
             logger.exception("Writing lead sources for user %r failed; will retry.", user_id)
             return False

@@ -7,6 +7,12 @@ metadata (``db.create_all()`` and Flask-Migrate see them) and reference the host
 the referrer, the landing URL, the channel, the remaining utm_* fields and ``click_ids``: every
 click ID of the touch as JSON (``gclid``, ``aclk``, ``msclkid``, ``twclid`` and ``fbclid`` are
 also columns, as in django-utm-tracker).
+
+Two more tables serve the reports (see :mod:`flask_utm_tracker.rollup`): ``Lead`` (one row per
+user with a ``LeadSource`` row: the sign-up time and a fingerprint of the user's rows, kept in
+step at write time) and ``LeadDay`` (the attribution numbers per sign-up day, rebuilt from
+``Lead`` and ``LeadSource`` when a day's fingerprint changes). Both are derived data:
+``flask utm rebuild`` makes them again from ``LeadSource``.
 """
 
 from __future__ import annotations
@@ -167,4 +173,53 @@ def make_models(
         ),
     }
     touch = type("Touch", (db.Model,), touch_attrs)
+
+    lead_name = f"{table_prefix}lead"
+    lead = type(
+        "Lead",
+        (db.Model,),
+        {
+            "__tablename__": lead_name,
+            "__doc__": "A user with lead sources: the sign-up and a fingerprint of the rows.",
+            "user_id": sa.Column(
+                user_type.copy() if hasattr(user_type, "copy") else user_type,
+                sa.ForeignKey(target, ondelete="CASCADE"),
+                primary_key=True,
+                autoincrement=False,
+            ),
+            "signed_up_at": sa.Column(sa.DateTime(timezone=True), nullable=False),
+            "signup_day": sa.Column(sa.Date, nullable=False),
+            "rows": sa.Column(sa.Integer, nullable=False),
+            "max_id": sa.Column(sa.Integer, nullable=False),
+            "__table_args__": (
+                sa.Index(f"ix_{lead_name}_signup_day", "signup_day", "rows", "max_id"),
+                sa.Index(f"ix_{lead_name}_max_id", "max_id"),
+            ),
+        },
+    )
+    day_name = f"{table_prefix}lead_day"
+    lead_day = type(
+        "LeadDay",
+        (db.Model,),
+        {
+            "__tablename__": day_name,
+            "__doc__": "Leads of one sign-up day credited to one value of a dimension.",
+            "day": sa.Column(sa.Date, primary_key=True),
+            #: ``channel``, ``source``, ``medium``, ``campaign``, or ``""`` for the day's totals.
+            "dimension": sa.Column(sa.String(16), primary_key=True),
+            "key": sa.Column(sa.String(SHORT), primary_key=True),
+            "first_touch": sa.Column(sa.Integer, nullable=False),
+            "last_touch": sa.Column(sa.Integer, nullable=False),
+            "linear": sa.Column(sa.Float, nullable=False),
+            "touches": sa.Column(sa.Integer, nullable=False),
+            "leads": sa.Column(sa.Integer, nullable=False),
+            #: On the totals row: the day's ``Lead`` rows when the numbers were computed.
+            "fingerprint": sa.Column(sa.String(100), nullable=True),
+        },
+    )
+    lead_source._utm_rollup = (lead, lead_day, user_model)  # type: ignore[attr-defined]
+
+    from .rollup import listen
+
+    listen(lead_source)
     return lead_source, touch

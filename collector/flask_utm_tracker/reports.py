@@ -42,6 +42,8 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import sqlalchemy as sa
 
+from . import rollup
+
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -60,11 +62,11 @@ MODELS: dict[str, str] = {
 #: The extra model :func:`leads` takes: distinct leads with any touch in a group.
 ANY = "any"
 #: The ``LeadSource`` columns leads can be grouped by.
-DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign")
+DIMENSIONS: tuple[str, ...] = rollup.DIMENSIONS
 #: The time buckets.
 INTERVALS: tuple[str, ...] = ("day", "week", "month")
 #: The user model columns taken as the sign-up time, in order of preference.
-SIGNUP_COLUMNS = ("created_at", "date_joined")
+SIGNUP_COLUMNS = rollup.SIGNUP_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -165,32 +167,22 @@ def buckets(start: date, end: date, interval: str) -> list[date]:
     return out
 
 
-def signup_column(user_model: type[t.Any]) -> sa.ColumnElement[t.Any] | None:
-    """The user model's sign-up time column (``created_at`` or ``date_joined``), if any."""
-    table = getattr(user_model, "__table__", None)
-    if table is None:
-        return None
-    for name in SIGNUP_COLUMNS:
-        column = table.c.get(name)
-        if column is not None and isinstance(column.type, (sa.DateTime, sa.Date)):
-            return t.cast("sa.ColumnElement[t.Any]", column)
-    return None
+signup_column = rollup.signup_column
 
 
-def _bucket_expr(dialect: str, column: t.Any, interval: str) -> t.Any:
-    """A SQL expression for the bucket of ``column`` (a UTC time) in ``dialect``."""
+def _bucket_expr(dialect: str, day: t.Any, interval: str) -> t.Any:
+    """A SQL expression for the bucket of ``day`` (a date) in ``dialect``."""
     if dialect == "postgresql":
-        utc = sa.func.timezone("UTC", column)
-        return sa.cast(sa.func.date_trunc(interval, utc), sa.Date)
+        return sa.cast(sa.func.date_trunc(interval, sa.cast(day, sa.DateTime)), sa.Date)
     if dialect == "sqlite":
         if interval == "week":
             # The next Sunday (or the day itself), then back to that week's Monday.
-            return sa.func.date(column, "weekday 0", "-6 days")
+            return sa.func.date(day, "weekday 0", "-6 days")
         if interval == "month":
-            return sa.func.strftime("%Y-%m-01", column)
-        return sa.func.date(column)
+            return sa.func.strftime("%Y-%m-01", day)
+        return sa.func.date(day)
     # Other dialects: group by day in SQL; ``leads`` rolls days up into weeks and months.
-    return sa.cast(column, sa.Date)
+    return day
 
 
 def _as_date(value: t.Any) -> date:
@@ -201,64 +193,29 @@ def _as_date(value: t.Any) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-def _credited(tracker: UTMTracker, start: date | None, end: date | None, dialect: str) -> t.Any:
-    """The counted touches of the leads signed up in the range, ranked per user: a subquery
-    with ``user_id``, ``signup_at``, the :data:`DIMENSIONS`, ``rank_first`` (1 for the first
-    touch) and ``n`` (the lead's number of touches; the last touch has ``rank_first == n``).
-
-    Two window passes partitioned by user and no self-join: the first finds each user's sign-up
-    time and first touch, the second ranks the touches up to the cut-off.
+def _prepare(tracker: UTMTracker, session: Session, start: date | None, end: date | None) -> t.Any:
+    """The ``LeadDay`` table, its days from ``start`` to ``end`` brought up to date first (in a
+    transaction of its own; see :mod:`flask_utm_tracker.rollup`).
     """
-    lead = tracker.LeadSource
-    signup_at: t.Any = sa.func.min(lead.created_at).over(partition_by=lead.user_id)
-    source: t.Any = lead.__table__
-    user_signup = signup_column(tracker.user_model)
-    if user_signup is not None:
-        user_table = tracker.user_model.__table__
-        pk = next(iter(user_table.primary_key.columns))
-        own: t.Any = user_signup
-        naive = isinstance(user_signup.type, sa.DateTime) and not user_signup.type.timezone
-        if naive and dialect == "postgresql":
-            # A naive sign-up time is UTC, whatever the session's TimeZone.
-            own = sa.func.timezone("UTC", user_signup, type_=sa.DateTime(timezone=True))
-        signup_at = sa.func.coalesce(own, signup_at)
-        source = source.join(user_table, pk == lead.user_id)
-    touches = (
-        sa.select(
-            lead.user_id.label("user_id"),
-            lead.id.label("id"),
-            lead.timestamp.label("timestamp"),
-            *(getattr(lead, name).label(name) for name in DIMENSIONS),
-            signup_at.label("signup_at"),
-            sa.func.min(lead.timestamp).over(partition_by=lead.user_id).label("first_ts"),
-        )
-        .select_from(source)
-        .subquery("touches")
-    )
-    cutoff = sa.case(
-        (touches.c.signup_at >= touches.c.first_ts, touches.c.signup_at),
-        else_=touches.c.first_ts,
-    )
-    conditions = [touches.c.timestamp <= cutoff]
-    lo, hi = bounds(start, end)
-    if lo is not None:
-        conditions.append(touches.c.signup_at >= lo)
-    if hi is not None:
-        conditions.append(touches.c.signup_at < hi)
-    user = touches.c.user_id
-    return (
-        sa.select(
-            touches.c.user_id,
-            touches.c.signup_at,
-            *(touches.c[name] for name in DIMENSIONS),
-            sa.func.row_number()
-            .over(partition_by=user, order_by=(touches.c.timestamp.asc(), touches.c.id.asc()))
-            .label("rank_first"),
-            sa.func.count().over(partition_by=user).label("n"),
-        )
-        .where(*conditions)
-        .subquery("credited")
-    )
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, sa.Connection) else bind
+    with engine.begin() as conn:
+        rollup.prepare(conn, tracker.LeadSource, start, end)
+    return rollup.models(tracker.LeadSource)[1].__table__
+
+
+def _where(table: t.Any, start: date | None, end: date | None, dimension: str) -> t.Any:
+    """The ``LeadDay`` rows of ``dimension`` (``""``: the totals) from ``start`` to ``end``."""
+    where = [table.c.dimension == dimension]
+    if start is not None:
+        where.append(table.c.day >= start)
+    if end is not None:
+        where.append(table.c.day <= end)
+    return sa.and_(*where)
+
+
+#: The ``LeadDay`` column of each model.
+_COLUMNS = {"first": "first_touch", "last": "last_touch", "linear": "linear", ANY: "leads"}
 
 
 def _session(tracker: UTMTracker, session: Session | None) -> Session:
@@ -295,24 +252,15 @@ def leads(
         _check("interval", interval, INTERVALS)
     session = _session(tracker, session)
     dialect = session.get_bind().dialect.name
-    credited = _credited(tracker, start, end, dialect)
-    key = credited.c[by]
-    value: t.Any
-    where: t.Any = None
-    if model == "first":
-        value, where = sa.func.count(), credited.c.rank_first == 1
-    elif model == "last":
-        value, where = sa.func.count(), credited.c.rank_first == credited.c.n
-    elif model == "linear":
-        value = sa.func.sum(sa.cast(1, sa.Float) / credited.c.n)
-    else:
-        value = sa.func.count(sa.distinct(credited.c.user_id))
-    columns: list[t.Any] = [key.label("key")]
+    table = _prepare(tracker, session, start, end)
+    where = _where(table, start, end, by)
+    value = sa.func.sum(table.c[_COLUMNS[model]])
+    columns: list[t.Any] = [table.c.key.label("key")]
     if interval is not None:
-        columns.append(_bucket_expr(dialect, credited.c.signup_at, interval).label("bucket"))
-    query = sa.select(*columns, value.label("leads")).group_by(*columns)
-    if where is not None:
-        query = query.where(where)
+        columns.append(_bucket_expr(dialect, table.c.day, interval).label("bucket"))
+    # A value with touches but no lead under this model (never first, say) is left out.
+    query = sa.select(*columns, value.label("leads")).where(where).group_by(*columns)
+    query = query.having(value > 0)
     order: list[t.Any] = [sa.desc("leads"), sa.asc("key")]
     if interval is not None:
         order.insert(0, sa.asc("bucket"))
@@ -363,16 +311,9 @@ def series(
     return Series(slots, ordered)
 
 
-def _measures(credited: t.Any) -> list[t.Any]:
-    one = sa.literal(1)
-    zero = sa.literal(0)
-    return [
-        sa.func.sum(sa.case((credited.c.rank_first == 1, one), else_=zero)).label("first"),
-        sa.func.sum(sa.case((credited.c.rank_first == credited.c.n, one), else_=zero)).label(
-            "last"
-        ),
-        sa.func.sum(sa.cast(1, sa.Float) / credited.c.n).label("linear"),
-        sa.func.count().label("touches"),
+def _measures(table: t.Any) -> list[t.Any]:
+    return [sa.func.sum(table.c[_COLUMNS[model]]).label(model) for model in MODELS] + [
+        sa.func.sum(table.c.touches).label("touches")
     ]
 
 
@@ -387,35 +328,24 @@ def _grouped(
     end: date | None,
     interval: str | None = None,
 ) -> dict[GroupingSet, list[t.Any]]:
-    """The measures of every grouping set (names of :data:`DIMENSIONS` and ``"bucket"``).
-
-    PostgreSQL computes every set in one statement with ``GROUPING SETS``, so the window pass
-    over the touches runs once; other dialects run one query per set.
+    """The measures of every grouping set: ``()`` for the totals, ``(dimension,)``, or
+    ``("channel", "bucket")``; a query each over the ``LeadDay`` rows of the range.
     """
     dialect = session.get_bind().dialect.name
-    credited = _credited(tracker, start, end, dialect)
-    columns: dict[str, t.Any] = {name: credited.c[name] for name in DIMENSIONS}
     if interval is not None:
         _check("interval", interval, INTERVALS)
-        columns["bucket"] = _bucket_expr(dialect, credited.c.signup_at, interval)
-    measures = _measures(credited)
-    out: dict[GroupingSet, list[t.Any]] = {tuple(s): [] for s in sets}
-    if dialect == "postgresql" and len(sets) > 1:
-        used = list(dict.fromkeys(name for s in sets for name in s))
-        flags = [sa.func.grouping(columns[name]).label(f"g_{name}") for name in used]
-        query = sa.select(*(columns[n].label(n) for n in used), *flags, *measures).group_by(
-            sa.func.grouping_sets(*(sa.tuple_(*(columns[n] for n in s)) for s in sets))
-        )
-        for row in session.execute(query):
-            key = tuple(name for name in used if getattr(row, f"g_{name}") == 0)
-            if key in out:
-                out[key].append(row)
-        return out
-    for grouping in out:
-        query = sa.select(*(columns[n].label(n) for n in grouping), *measures)
-        if grouping:
-            query = query.group_by(*(columns[n] for n in grouping))
-        out[grouping] = list(session.execute(query))
+    table = _prepare(tracker, session, start, end)
+    out: dict[GroupingSet, list[t.Any]] = {}
+    for grouping in sets:
+        where = _where(table, start, end, grouping[0] if grouping else "")
+        columns: list[t.Any] = [table.c.key.label(name) for name in grouping[:1]]
+        if "bucket" in grouping:
+            _check("interval", str(interval), INTERVALS)
+            columns.append(_bucket_expr(dialect, table.c.day, str(interval)).label("bucket"))
+        query = sa.select(*columns, *_measures(table)).where(where)
+        if columns:
+            query = query.group_by(*columns)
+        out[tuple(grouping)] = list(session.execute(query))
     return out
 
 

@@ -1,0 +1,359 @@
+"""The reports' derived tables: ``Lead`` per user, ``LeadDay`` per sign-up day.
+
+Attribution needs, per user, the sign-up time and the rank of each touch up to it: a window
+over every ``LeadSource`` row, too slow to compute at query time on a million rows. So:
+
+``Lead``
+    one row per user with lead sources: the sign-up (the user model's ``created_at`` or
+    ``date_joined``, else the first ``LeadSource.created_at``), its UTC day, and a fingerprint
+    of the user's rows (their number and largest id). :func:`refresh` rewrites the rows of
+    some users; it runs in the transaction that writes their lead sources
+    (``UTMTracker.write``), on every ORM flush of ``LeadSource`` rows (:func:`listen`) and in
+    ``flask utm erase``. Rows written around the extension (a bulk ``INSERT``) are caught up
+    before each report: the users with a ``LeadSource.id`` above the largest ``Lead.max_id``.
+    Deleting a user deletes its row (``ON DELETE CASCADE``).
+``LeadDay``
+    per sign-up day and per value of each dimension, the leads credited under each model, the
+    touches, and (on the day's totals row, dimension ``""``) the fingerprint of the day's
+    ``Lead`` rows it was computed from. Before a report, :func:`prepare` compares the days of
+    the range with ``Lead`` and computes again the days that differ (new users, new touches,
+    deleted users), from ``Lead`` and those users' ``LeadSource`` rows only.
+
+A report then reads a few rows per day. ``flask utm rebuild`` (:func:`rebuild`) makes both
+tables again from ``LeadSource``; run it after changing or deleting ``LeadSource`` rows or a
+user's sign-up time outside the extension.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+if t.TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+#: The ``LeadSource`` columns leads can be grouped by.
+DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign")
+#: The user model columns taken as the sign-up time, in order of preference.
+SIGNUP_COLUMNS = ("created_at", "date_joined")
+#: Most users locked one by one (PostgreSQL advisory locks); more lock the ``Lead`` table.
+LOCK_ONE_BY_ONE = 50
+
+
+def models(lead_source: type[t.Any]) -> tuple[type[t.Any], type[t.Any], type[t.Any]]:
+    """``Lead``, ``LeadDay`` and the user model made beside ``lead_source``."""
+    return t.cast("tuple[type[t.Any], type[t.Any], type[t.Any]]", lead_source._utm_rollup)
+
+
+def signup_column(user_model: type[t.Any]) -> sa.ColumnElement[t.Any] | None:
+    """The user model's sign-up time column (``created_at`` or ``date_joined``), if any."""
+    table = getattr(user_model, "__table__", None)
+    if table is None:
+        return None
+    for name in SIGNUP_COLUMNS:
+        column = table.c.get(name)
+        if column is not None and isinstance(column.type, (sa.DateTime, sa.Date)):
+            return t.cast("sa.ColumnElement[t.Any]", column)
+    return None
+
+
+def day_of(dialect: str, column: t.Any) -> t.Any:
+    """The UTC day of a time, in SQL."""
+    if dialect == "postgresql":
+        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+    if dialect == "sqlite":
+        return sa.func.date(column)
+    return sa.cast(column, sa.Date)
+
+
+def _lock(conn: Connection, table: sa.Table, keys: t.Sequence[t.Any] | None) -> None:
+    """Serialise writers of the same rows on PostgreSQL (SQLite has one writer at a time)."""
+    if conn.dialect.name != "postgresql":
+        return
+    if keys is not None and len(keys) <= LOCK_ONE_BY_ONE:
+        for key in keys:
+            name = sa.literal(f"{table.name}:") + sa.cast(sa.literal(key), sa.Text)
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(name))))
+        return
+    quoted = conn.dialect.identifier_preparer.format_table(table)
+    conn.execute(sa.text(f"LOCK TABLE {quoted} IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def refresh(
+    conn: Connection,
+    lead_source: type[t.Any],
+    user_ids: t.Iterable[t.Any] | None = None,
+    *,
+    since_id: int | None = None,
+    lock: bool = True,
+) -> None:
+    """Rewrite the ``Lead`` rows of ``user_ids`` (of the users with a ``LeadSource.id`` above
+    ``since_id``; of every user when both are ``None``) from their ``LeadSource`` rows.
+
+    :param conn: a connection in the transaction that wrote the rows.
+    :param lock: take a lock so that concurrent refreshes of a user end with the last state.
+    """
+    lead_model, _, user_model = models(lead_source)
+    ls, lead = lead_source.__table__, lead_model.__table__
+    dialect = conn.dialect.name
+    keys: list[t.Any] | None = None
+    if user_ids is not None:
+        keys = sorted({uid for uid in user_ids if uid is not None}, key=repr)
+        if not keys:
+            return
+        which: t.Any = ls.c.user_id.in_(keys)
+        stale: t.Any = lead.c.user_id.in_(keys)
+    elif since_id is not None:
+        which = ls.c.user_id.in_(sa.select(ls.c.user_id).where(ls.c.id > since_id))
+        stale = sa.false()  # these users have rows
+    else:
+        which, stale = sa.true(), sa.true()
+    if lock:
+        _lock(conn, lead, keys)
+
+    signup: t.Any = sa.func.min(ls.c.created_at)
+    source: t.Any = ls
+    group: list[t.Any] = [ls.c.user_id]
+    own = signup_column(user_model)
+    if own is not None:
+        user_table = user_model.__table__
+        pk = next(iter(user_table.primary_key.columns))
+        group.append(own)
+        value: t.Any = own
+        naive = isinstance(own.type, sa.DateTime) and not own.type.timezone
+        if naive and dialect == "postgresql":
+            # A naive sign-up time is UTC, whatever the session's TimeZone.
+            value = sa.func.timezone("UTC", own, type_=sa.DateTime(timezone=True))
+        signup = sa.func.coalesce(value, signup)
+        source = ls.join(user_table, pk == ls.c.user_id)
+    names = ["user_id", "signed_up_at", "signup_day", "rows", "max_id"]
+    select = (
+        sa.select(
+            ls.c.user_id,
+            signup,
+            day_of(dialect, signup),
+            sa.func.count(ls.c.id),
+            sa.func.max(ls.c.id),
+        )
+        .select_from(source)
+        .where(which)
+        .group_by(*group)
+    )
+    gone = ~sa.exists().where(ls.c.user_id == lead.c.user_id)
+    conn.execute(sa.delete(lead).where(stale, gone))
+    if dialect in ("postgresql", "sqlite"):
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(lead)
+        upsert = insert.from_select(names, select)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["user_id"],
+                set_={name: upsert.excluded[name] for name in names[1:]},
+            )
+        )
+    else:
+        conn.execute(
+            sa.delete(lead).where(lead.c.user_id.in_(select.with_only_columns(ls.c.user_id)))
+        )
+        conn.execute(sa.insert(lead).from_select(names, select))
+
+
+def catch_up(conn: Connection, lead_source: type[t.Any]) -> None:
+    """Refresh the users whose ``LeadSource`` rows were written around the extension."""
+    lead = models(lead_source)[0].__table__
+    ls = lead_source.__table__
+    newest = conn.scalar(sa.select(sa.func.max(ls.c.id)))
+    known = conn.scalar(sa.select(sa.func.max(lead.c.max_id)))
+    if newest is not None and (known is None or newest > known):
+        refresh(conn, lead_source, since_id=known if known is not None else None)
+
+
+def _in_range(column: t.Any, start: date | None, end: date | None) -> list[t.Any]:
+    where = []
+    if start is not None:
+        where.append(column >= start)
+    if end is not None:
+        where.append(column <= end)
+    return where
+
+
+def _day(value: t.Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def _fingerprints(conn: Connection, lead: sa.Table, where: list[t.Any]) -> dict[date, str]:
+    query = (
+        sa.select(
+            lead.c.signup_day,
+            sa.func.count(),
+            sa.func.sum(lead.c.rows),
+            sa.func.sum(lead.c.max_id),
+        )
+        .where(*where)
+        .group_by(lead.c.signup_day)
+    )
+    return {_day(day): f"{n}:{rows}:{ids}" for day, n, rows, ids in conn.execute(query)}
+
+
+def prepare(
+    conn: Connection, lead_source: type[t.Any], start: date | None, end: date | None
+) -> None:
+    """Bring ``Lead`` and the ``LeadDay`` rows of the days from ``start`` to ``end`` up to date."""
+    catch_up(conn, lead_source)
+    lead_model, day_model, _ = models(lead_source)
+    lead, days = lead_model.__table__, day_model.__table__
+    current = _fingerprints(conn, lead, _in_range(lead.c.signup_day, start, end))
+    saved_query = sa.select(days.c.day, days.c.fingerprint).where(
+        days.c.dimension == "", *_in_range(days.c.day, start, end)
+    )
+    saved = {_day(day): fingerprint for day, fingerprint in conn.execute(saved_query)}
+    stale = sorted(day for day in {*current, *saved} if current.get(day) != saved.get(day))
+    if stale:
+        compute_days(conn, lead_source, stale)
+
+
+def compute_days(
+    conn: Connection, lead_source: type[t.Any], days: t.Sequence[date] | None = None
+) -> None:
+    """Write the ``LeadDay`` rows of ``days`` (every day when ``None``) again."""
+    lead_model, day_model, _ = models(lead_source)
+    ls, lead, table = lead_source.__table__, lead_model.__table__, day_model.__table__
+    _lock(conn, table, None)
+    chunks: list[list[t.Any]]
+    if days is None:
+        chunks = [[]]
+    else:
+        ordered = sorted(set(days))
+        chunks = [ordered[i : i + 500] for i in range(0, len(ordered), 500)]
+    for chunk in chunks:
+        on_lead = [lead.c.signup_day.in_(chunk)] if days is not None else []
+        on_day = [table.c.day.in_(chunk)] if days is not None else []
+        fingerprints = _fingerprints(conn, lead, on_lead)
+        conn.execute(sa.delete(table).where(*on_day))
+        conn.execute(sa.insert(table).from_select(_DAY_COLUMNS, _day_numbers(ls, lead, on_lead)))
+        if fingerprints:
+            conn.execute(
+                sa.update(table)
+                .where(table.c.day == sa.bindparam("d"), table.c.dimension == "")
+                .values(fingerprint=sa.bindparam("f")),
+                [{"d": day, "f": value} for day, value in fingerprints.items()],
+            )
+
+
+_DAY_COLUMNS = [
+    "day",
+    "dimension",
+    "key",
+    "first_touch",
+    "last_touch",
+    "linear",
+    "touches",
+    "leads",
+]
+
+
+def _day_numbers(ls: sa.Table, lead: sa.Table, where: list[t.Any]) -> t.Any:
+    """Per sign-up day of the ``Lead`` rows matching ``where``: the numbers of every dimension
+    and the day's totals, as rows of ``LeadDay``.
+
+    A lead's touches are its rows with ``timestamp`` at or before the sign-up (the earliest
+    touch when every one is later), ranked by ``timestamp`` then id: rank 1 is the first touch,
+    rank ``n`` the last, and each gets ``1/n`` under the linear model.
+    """
+    users = sa.select(lead.c.user_id, lead.c.signed_up_at, lead.c.signup_day).where(*where)
+    users_q = users.subquery("leads")
+    touches = (
+        sa.select(
+            ls.c.user_id,
+            ls.c.id,
+            ls.c.timestamp,
+            *(ls.c[name] for name in DIMENSIONS),
+            users_q.c.signed_up_at.label("signup_at"),
+            users_q.c.signup_day.label("day"),
+            sa.func.min(ls.c.timestamp).over(partition_by=ls.c.user_id).label("first_ts"),
+        )
+        .select_from(ls.join(users_q, users_q.c.user_id == ls.c.user_id))
+        .subquery("touches")
+    )
+    cutoff = sa.case(
+        (touches.c.signup_at >= touches.c.first_ts, touches.c.signup_at),
+        else_=touches.c.first_ts,
+    )
+    user = touches.c.user_id
+    credited = (
+        sa.select(
+            touches.c.user_id,
+            touches.c.day,
+            *(touches.c[name] for name in DIMENSIONS),
+            sa.func.row_number()
+            .over(partition_by=user, order_by=(touches.c.timestamp.asc(), touches.c.id.asc()))
+            .label("rank_first"),
+            sa.func.count().over(partition_by=user).label("n"),
+        )
+        .where(touches.c.timestamp <= cutoff)
+        .cte("credited")
+    )
+    one, zero = sa.literal(1), sa.literal(0)
+    measures = [
+        sa.func.sum(sa.case((credited.c.rank_first == 1, one), else_=zero)),
+        sa.func.sum(sa.case((credited.c.rank_first == credited.c.n, one), else_=zero)),
+        sa.func.sum(sa.cast(1, sa.Float) / credited.c.n),
+        sa.func.count(),
+        sa.func.count(sa.distinct(credited.c.user_id)),
+    ]
+    parts = [
+        sa.select(credited.c.day, sa.literal(""), sa.literal(""), *measures).group_by(
+            credited.c.day
+        )
+    ]
+    for name in DIMENSIONS:
+        key = sa.func.coalesce(credited.c[name], "")
+        parts.append(
+            sa.select(credited.c.day, sa.literal(name), key, *measures).group_by(
+                credited.c.day, key
+            )
+        )
+    return sa.union_all(*parts)
+
+
+def rebuild(conn: Connection, lead_source: type[t.Any]) -> tuple[int, int]:
+    """Make ``Lead`` and ``LeadDay`` again from every ``LeadSource`` row.
+
+    :return: the number of leads and of days.
+    """
+    lead_model, day_model, _ = models(lead_source)
+    lead, days = lead_model.__table__, day_model.__table__
+    _lock(conn, lead, None)
+    conn.execute(sa.delete(lead))
+    refresh(conn, lead_source, lock=False)
+    conn.execute(sa.delete(days))
+    compute_days(conn, lead_source)
+    leads = conn.scalar(sa.select(sa.func.count()).select_from(lead)) or 0
+    count = conn.scalar(sa.select(sa.func.count()).select_from(days).where(days.c.dimension == ""))
+    return int(leads), int(count or 0)
+
+
+def listen(lead_source: type[t.Any]) -> None:
+    """Refresh a user's ``Lead`` row whenever an ORM flush writes or deletes their lead sources
+    (in the flush's transaction; ``UTMTracker.write`` calls :func:`refresh` itself).
+    """
+
+    def changed(mapper: t.Any, conn: Connection, target: t.Any) -> None:
+        users = {target.user_id}
+        history = sa.inspect(target).attrs.user_id.history
+        users.update(history.deleted or ())
+        # No lock: the host's transaction may stay open for the rest of its request.
+        refresh(conn, lead_source, users, lock=False)
+
+    for name in ("after_insert", "after_update", "after_delete"):
+        sa.event.listen(lead_source, name, changed)
+
+
+def written(
+    conn: Connection, lead_source: type[t.Any], user_id: t.Any, inserted: t.Sequence[t.Any]
+) -> None:
+    """``UTMTracker.write``'s hook: refresh the user's ``Lead`` row when rows were inserted."""
+    if inserted:
+        refresh(conn, lead_source, [user_id])
