@@ -2,7 +2,8 @@
 
 ``report`` prints the dashboard's comparison table; ``export`` writes every ``LeadSource`` row as
 CSV or JSON; ``purge`` removes unclaimed ``Touch`` rows past the retention period; ``erase``
-removes everything stored about one user. Long runs show a progress bar on stderr, so standard
+removes everything stored about one user; ``rebuild`` computes the reports' derived tables
+again (see :mod:`flask_utm_tracker.rollup`). Long runs show a progress bar on stderr, so standard
 output stays clean for pipes.
 """
 
@@ -18,7 +19,7 @@ import click
 import sqlalchemy as sa
 from flask.cli import AppGroup
 
-from . import reports
+from . import reports, rollup
 from .models import utcnow
 
 if t.TYPE_CHECKING:
@@ -243,9 +244,21 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
             ).rowcount
             claimed = conn.execute(sa.delete(touch).where(touch.c.claimed_by == key)).rowcount
             leads = conn.execute(sa.delete(lead).where(lead.c.user_id == key)).rowcount
+            rollup.refresh(conn, tracker.LeadSource, [key])
         click.echo(
             f"Erased user {user_id}: {leads} lead sources, {claimed} claimed and"
             f" {unclaimed} unclaimed touches."
         )
+
+    @group.command("rebuild")
+    def rebuild() -> None:
+        """Compute the reports' tables (per user and per sign-up day) again from every
+        LeadSource row: after upgrading, or after changing or deleting LeadSource rows or
+        sign-up times outside the extension. Reports stay readable meanwhile; logins wait.
+        """
+        click.echo("Rebuilding the report tables from every lead source...", err=True)
+        with tracker.db.engine.begin() as conn:
+            leads, days = rollup.rebuild(conn, tracker.LeadSource)
+        click.echo(f"Rebuilt the report tables: {leads} leads over {days} sign-up days.")
 
     return group

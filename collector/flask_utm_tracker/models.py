@@ -204,9 +204,10 @@ def make_models(
         {
             "__tablename__": day_name,
             "__doc__": "Leads of one sign-up day credited to one value of a dimension.",
-            "day": sa.Column(sa.Date, primary_key=True),
-            #: ``channel``, ``source``, ``medium``, ``campaign``, or ``""`` for the day's totals.
+            #: ``channel``, ``source``, ``medium``, ``campaign``, or ``""`` for the day's totals;
+            #: first in the key, so a report reads one contiguous range of it.
             "dimension": sa.Column(sa.String(16), primary_key=True),
+            "day": sa.Column(sa.Date, primary_key=True),
             "key": sa.Column(sa.String(SHORT), primary_key=True),
             "first_touch": sa.Column(sa.Integer, nullable=False),
             "last_touch": sa.Column(sa.Integer, nullable=False),

@@ -41,6 +41,9 @@ DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign")
 SIGNUP_COLUMNS = ("created_at", "date_joined")
 #: Most users locked one by one (PostgreSQL advisory locks); more lock the ``Lead`` table.
 LOCK_ONE_BY_ONE = 50
+#: New ``LeadSource`` ids (days of ``LeadDay``) past which a catch-up analyses the table.
+BULK = 10_000
+BULK_DAYS = 28
 
 
 def models(lead_source: type[t.Any]) -> tuple[type[t.Any], type[t.Any], type[t.Any]]:
@@ -67,6 +70,15 @@ def day_of(dialect: str, column: t.Any) -> t.Any:
     if dialect == "sqlite":
         return sa.func.date(column)
     return sa.cast(column, sa.Date)
+
+
+def _analyze(conn: Connection, table: sa.Table) -> None:
+    """Fresh planner statistics after a bulk write (PostgreSQL), so that the next reports get
+    a hash aggregate instead of a sort spilling to disk.
+    """
+    if conn.dialect.name == "postgresql":
+        quoted = conn.dialect.identifier_preparer.format_table(table)
+        conn.execute(sa.text(f"ANALYZE {quoted}"))
 
 
 def _lock(conn: Connection, table: sa.Table, keys: t.Sequence[t.Any] | None) -> None:
@@ -168,6 +180,8 @@ def catch_up(conn: Connection, lead_source: type[t.Any]) -> None:
     known = conn.scalar(sa.select(sa.func.max(lead.c.max_id)))
     if newest is not None and (known is None or newest > known):
         refresh(conn, lead_source, since_id=known if known is not None else None)
+        if known is None or newest - known > BULK:
+            _analyze(conn, lead)
 
 
 def _in_range(column: t.Any, start: date | None, end: date | None) -> list[t.Any]:
@@ -212,6 +226,8 @@ def prepare(
     stale = sorted(day for day in {*current, *saved} if current.get(day) != saved.get(day))
     if stale:
         compute_days(conn, lead_source, stale)
+        if len(stale) > BULK_DAYS:
+            _analyze(conn, days)
 
 
 def compute_days(
@@ -330,6 +346,8 @@ def rebuild(conn: Connection, lead_source: type[t.Any]) -> tuple[int, int]:
     refresh(conn, lead_source, lock=False)
     conn.execute(sa.delete(days))
     compute_days(conn, lead_source)
+    _analyze(conn, lead)
+    _analyze(conn, days)
     leads = conn.scalar(sa.select(sa.func.count()).select_from(lead)) or 0
     count = conn.scalar(sa.select(sa.func.count()).select_from(days).where(days.c.dimension == ""))
     return int(leads), int(count or 0)
