@@ -263,7 +263,7 @@ class Report:
 
 
 def build_report(tracker: UTMTracker, filters: Filters) -> Report:
-    """The dashboard's numbers: one statement on PostgreSQL (see :func:`reports.summary`)."""
+    """The dashboard's numbers (see :func:`reports.summary`)."""
     model = filters.model
     numbers = reports.summary(
         tracker, start=filters.start, end=filters.end, interval=filters.interval

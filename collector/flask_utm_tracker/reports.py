@@ -28,10 +28,11 @@ Attribution models:
 :func:`leads` also takes ``any``: every group the lead has a touch in counts it once (leads by
 channel without attribution; the groups add up to more than the total).
 
-Everything is computed in SQL with one window pass and ``GROUP BY`` (SQLite 3.25+ and
-PostgreSQL; the time buckets use each dialect's date functions), so only the grouped rows reach
-Python. :func:`summary` answers the whole dashboard with one statement on PostgreSQL (``GROUPING
-SETS`` over a single window pass) and one query per grouping elsewhere.
+The numbers come from the ``LeadDay`` table (per sign-up day, per value of each dimension, under
+every model), which :mod:`flask_utm_tracker.rollup` keeps in step with ``LeadSource``: a report
+first brings the days of its range up to date (usually nothing to do), then sums a few rows per
+day, so its cost follows the number of days and values, not of touches. Only the grouped rows
+reach Python.
 """
 
 from __future__ import annotations
@@ -450,7 +451,7 @@ def summary(
     session: Session | None = None,
 ) -> Summary:
     """Totals, every value of ``dimensions`` and the channels per ``interval`` from ``start``
-    to ``end``, under the three models: one statement on PostgreSQL.
+    to ``end``, under the three models.
     """
     for name in dimensions:
         _check("dimension", name, DIMENSIONS)

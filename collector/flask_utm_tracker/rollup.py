@@ -101,12 +101,14 @@ def refresh(
     *,
     since_id: int | None = None,
     lock: bool = True,
+    deleted: bool = True,
 ) -> None:
     """Rewrite the ``Lead`` rows of ``user_ids`` (of the users with a ``LeadSource.id`` above
     ``since_id``; of every user when both are ``None``) from their ``LeadSource`` rows.
 
     :param conn: a connection in the transaction that wrote the rows.
     :param lock: take a lock so that concurrent refreshes of a user end with the last state.
+    :param deleted: rows may have been deleted (drop the ``Lead`` rows of users left without).
     """
     lead_model, _, user_model = models(lead_source)
     ls, lead = lead_source.__table__, lead_model.__table__
@@ -154,8 +156,9 @@ def refresh(
         .where(which)
         .group_by(*group)
     )
-    gone = ~sa.exists().where(ls.c.user_id == lead.c.user_id)
-    conn.execute(sa.delete(lead).where(stale, gone))
+    if deleted:
+        gone = ~sa.exists().where(ls.c.user_id == lead.c.user_id)
+        conn.execute(sa.delete(lead).where(stale, gone))
     if dialect in ("postgresql", "sqlite"):
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(lead)
         upsert = insert.from_select(names, select)
@@ -179,7 +182,7 @@ def catch_up(conn: Connection, lead_source: type[t.Any]) -> None:
     newest = conn.scalar(sa.select(sa.func.max(ls.c.id)))
     known = conn.scalar(sa.select(sa.func.max(lead.c.max_id)))
     if newest is not None and (known is None or newest > known):
-        refresh(conn, lead_source, since_id=known if known is not None else None)
+        refresh(conn, lead_source, since_id=known, deleted=False)
         if known is None or newest - known > BULK:
             _analyze(conn, lead)
 
@@ -374,4 +377,4 @@ def written(
 ) -> None:
     """``UTMTracker.write``'s hook: refresh the user's ``Lead`` row when rows were inserted."""
     if inserted:
-        refresh(conn, lead_source, [user_id])
+        refresh(conn, lead_source, [user_id], deleted=False)
