@@ -1,21 +1,23 @@
 """The beacon's hot path: anonymous ``Touch`` rows stored by group commit.
 
 A beacon is answered 2xx only once its own rows are committed. Committed one beacon at a time,
-each request pays a transaction of its own (``BEGIN``, the per-visitor count, the ``INSERT``,
-``COMMIT`` with its WAL flush on PostgreSQL or its write lock on SQLite), and under load the
-database's commits, not Python, set the pace.
+each request pays a transaction of its own (on PostgreSQL ``BEGIN``, a count for the per-visitor
+cap, the ``INSERT`` and ``COMMIT`` with its WAL flush; on SQLite the database's one write lock),
+and under load the commits, not Python, set the pace.
 
-Here the request threads of one process queue their beacons; the thread that finds no write in
-progress becomes the *leader*: it takes every queued beacon, counts their visitors' rows in one
-``SELECT ... GROUP BY``, writes all of their rows with one multi-row ``INSERT ... ON CONFLICT DO
-NOTHING``, commits, and wakes the others. A request returns once the commit that carried its rows
-has succeeded, so "a 2xx means it is stored" holds for each beacon; when that commit fails, every
-beacon in it gets the error (the caller answers 503), and a failure that is not a lost connection
-is retried one beacon at a time so that one bad beacon cannot fail its neighbours. Under light
-load a batch holds one beacon and this is the plain transaction per request; batches grow by
-themselves as requests arrive during a write. No extra thread is started (nothing to restart
-after gunicorn forks), and with one thread per process it degrades to one beacon per commit.
+Here the request threads of one process queue their beacons, and the thread that finds no write
+in progress becomes the *leader*: it takes every queued beacon and writes all of their rows with
+one multi-row ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` that also applies the per-visitor
+cap, run in autocommit so that the statement is the transaction; then it wakes the others. A
+request returns once the statement that carried its rows has committed, so "a 2xx means it is
+stored" holds for each beacon. When that statement fails, every beacon in it gets the error (the
+caller answers 503); a failure that is not a lost connection is retried one beacon at a time, so
+one bad beacon cannot fail its neighbours. Under light load a batch holds one beacon; batches grow
+by themselves as requests arrive during a write. No thread is started (nothing to restart after
+gunicorn forks), and with one thread per process it is one beacon per statement.
 
+The validated beacon is turned into rows without validating it again, its body is checked by a
+plain-Python fast path before marshmallow, and crawlerdetect's verdict is cached per user agent.
 See bench/README.md for the measured effect of each choice.
 """
 
@@ -422,22 +424,24 @@ def _autocommit(
         raw = engine.raw_connection()
     except dbapi_error as err:  # the pool does not wrap a failed connect
         raise sa.exc.DBAPIError.instance(None, None, err, dbapi_error, dialect=dialect) from err
-    conn = raw.dbapi_connection
+    conn: t.Any = raw.dbapi_connection
     sqlite = dialect.name == "sqlite"
     invalidated = False
     cursor = None
     results: list[list[t.Any]] = []
     statement = ""
     try:
-        saved = conn.isolation_level if sqlite else conn.autocommit  # type: ignore[union-attr]
+        saved = conn.isolation_level if sqlite else conn.autocommit
         if sqlite:
-            conn.isolation_level = None  # type: ignore[union-attr]
+            conn.isolation_level = None
         else:
-            conn.autocommit = True  # type: ignore[union-attr]
+            conn.autocommit = True
         cursor = raw.cursor()
         for statement, params in statements:
             cursor.execute(statement, params)
             results.append(list(cursor.fetchall()) if returning else [])
+        if sqlite and conn.in_transaction:
+            conn.commit()  # sqlite3.connect(autocommit=False) ignores isolation_level
     except dbapi_error as err:
         invalidated = dialect.is_disconnect(err, conn, cursor)
         if invalidated:
@@ -451,8 +455,8 @@ def _autocommit(
                 if cursor is not None:
                     cursor.close()
                 if sqlite:
-                    conn.isolation_level = saved  # type: ignore[union-attr]
+                    conn.isolation_level = saved
                 else:
-                    conn.autocommit = saved  # type: ignore[union-attr]
+                    conn.autocommit = saved
         raw.close()
     return results
