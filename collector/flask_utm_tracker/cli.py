@@ -257,8 +257,10 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
         sign-up times outside the extension. Reports stay readable meanwhile; logins wait.
         """
         click.echo("Rebuilding the report tables from every lead source...", err=True)
-        with tracker.db.engine.begin() as conn:
+        engine = tracker.db.engine
+        with engine.begin() as conn:
             leads, days = rollup.rebuild(conn, tracker.LeadSource)
+        rollup.vacuum(engine, tracker.LeadSource)
         click.echo(f"Rebuilt the report tables: {leads} leads over {days} sign-up days.")
 
     return group
