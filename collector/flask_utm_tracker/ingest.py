@@ -138,14 +138,21 @@ class _Beacon:
     done: bool = False
     stored: list[dict[str, t.Any]] = field(default_factory=list)
     error: BaseException | None = None
+    #: Held until the beacon is done or its thread is to lead the next write.
+    wake: threading.Lock = field(default_factory=threading.Lock)
 
 
 class GroupCommit:
-    """One per engine and process: the queue of beacons waiting for a commit."""
+    """One per engine and process: the queue of beacons waiting for a write.
+
+    A thread that finds no write in progress leads: it writes the queued beacons, wakes their
+    threads, and hands the lead to the thread of the first beacon still queued, if any. Only the
+    threads whose beacons are done, and the next leader, are woken.
+    """
 
     def __init__(self, max_batch: int) -> None:
         self.max_batch = max_batch
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
         self._queue: list[_Beacon] = []
         self._writing = False
 
@@ -168,23 +175,31 @@ class GroupCommit:
         :raises StoreError: the commit carrying these rows failed.
         """
         item = _Beacon(visitor_id, rows, returning)
-        cond = self._cond
-        with cond:
+        item.wake.acquire()
+        with self._mutex:
             self._queue.append(item)
-            while not item.done:
-                if self._writing:
-                    cond.wait()
-                    continue
-                self._writing = True
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-                cond.release()
-                try:
-                    _write_batch(engine, table, cap, batch)
-                finally:
-                    cond.acquire()
-                    self._writing = False
-                    cond.notify_all()
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            item.wake.acquire()  # released when done, or when this thread is to lead
+        if not item.done:
+            try:
+                while not item.done:
+                    with self._mutex:
+                        batch = self._queue[: self.max_batch]
+                        del self._queue[: self.max_batch]
+                    try:
+                        _write_batch(engine, table, cap, batch)
+                    finally:
+                        for other in batch:
+                            if other is not item:
+                                other.wake.release()
+            finally:
+                with self._mutex:
+                    if self._queue:
+                        self._queue[0].wake.release()  # the lead passes on, still writing
+                    else:
+                        self._writing = False
         if item.error is not None:
             if isinstance(item.error, sa.exc.SQLAlchemyError):
                 raise StoreError("The database did not store the beacon.") from item.error
