@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import threading
+import time
 import typing as t
 import weakref
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ logger = logging.getLogger("flask_utm_tracker")
 
 #: Most beacons written by one commit.
 MAX_BATCH = 256
+#: A leader finding fewer beacons queued lets the other threads run once before writing.
+GATHER_BELOW = 4
 #: User agents up to this length have their crawler check cached.
 _UA_CACHED = 512
 
@@ -185,6 +188,10 @@ class GroupCommit:
         if not item.done:
             try:
                 while not item.done:
+                    if len(self._queue) < GATHER_BELOW:
+                        # One turn of the GIL to the other threads first: the beacons they are
+                        # reading join this write instead of waiting for the next one.
+                        time.sleep(0)
                     with self._mutex:
                         batch = self._queue[: self.max_batch]
                         del self._queue[: self.max_batch]
