@@ -342,3 +342,14 @@ def test_snippet_is_served_with_caching_headers(client: t.Any) -> None:
     etag = response.headers["ETag"]
     again = client.get("/utm/snippet.js", headers={"If-None-Match": etag})
     assert again.status_code == 304
+
+
+def test_a_beacon_for_another_visitor_keeps_the_cookie(env: HostApp, client: t.Any) -> None:
+    client.get("/landing?utm_source=server-side")
+    before = client.get_cookie("utm_tracker").value
+    response = beacon(client, {"v": "someone-else", "touches": [touch(1)]})
+    assert response.status_code == 204
+    assert "Set-Cookie" not in response.headers
+    assert client.get_cookie("utm_tracker").value == before
+    login(client)
+    assert sorted(r.source for r in rows(env)) == ["server-side"]

@@ -173,7 +173,9 @@ def _ingest(tracker: UTMTracker) -> Response:
     rows = ingest.rows_of(beacon["touches"], context, visitor_id)
 
     state = cookies.decode(request.cookies.get(settings.cookie_name))
-    if state is None or state.visitor_id != visitor_id:
+    # The cookie's visitor wins: a beacon naming another one never overwrites its pending touches.
+    own_cookie = state is None or state.visitor_id == visitor_id
+    if state is None or not own_cookie:
         state = cookies.CookieState(visitor_id)
 
     user_id = tracker.current_user_id()
@@ -206,5 +208,6 @@ def _ingest(tracker: UTMTracker) -> Response:
         for row in stored:
             touch_recorded.send(app, touch=row, user_id=user_id)
     response = Response(status=204)
-    tracker.set_cookie(response, state)
+    if own_cookie:
+        tracker.set_cookie(response, state)
     return response
