@@ -16,7 +16,8 @@ bench/README.md tells hosts to do: the extension does not change the host's dura
 
 Knobs for the ablations of ``bench/run.py --ablations``: ``BENCH_SQLITE_PRAGMAS=0`` leaves SQLite
 in its default rollback journal with ``synchronous=FULL``; ``BENCH_MAX_BATCH=1`` turns group
-commit off (one commit per beacon).
+commit off (one commit per beacon); ``BENCH_GATHER_TURNS`` sets how many turns a leader gives
+the other threads before writing.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def make_host(tracked: bool, db_url: str) -> tuple[Flask, t.Any, t.Any]:
         from flask_utm_tracker import ingest
 
         ingest.MAX_BATCH = int(os.environ["BENCH_MAX_BATCH"])
+    if "BENCH_GATHER_TURNS" in os.environ:
+        from flask_utm_tracker import ingest
+
+        ingest.GATHER_TURNS = int(os.environ["BENCH_GATHER_TURNS"])
     if db_url.startswith("sqlite") and os.environ.get("BENCH_SQLITE_PRAGMAS", "1") == "1":
         with app.app_context():
             sqlite_wal(db.engine)

@@ -48,8 +48,10 @@ logger = logging.getLogger("flask_utm_tracker")
 
 #: Most beacons written by one commit.
 MAX_BATCH = 256
-#: A leader finding fewer beacons queued lets the other threads run once before writing.
+#: A leader finding fewer beacons queued lets the other threads run before writing, at most
+#: :data:`GATHER_TURNS` times.
 GATHER_BELOW = 4
+GATHER_TURNS = 3
 #: User agents up to this length have their crawler check cached.
 _UA_CACHED = 512
 
@@ -188,10 +190,12 @@ class GroupCommit:
         if not item.done:
             try:
                 while not item.done:
-                    if len(self._queue) < GATHER_BELOW:
-                        # One turn of the GIL to the other threads first: the beacons they are
-                        # reading join this write instead of waiting for the next one.
+                    turns = 0
+                    while len(self._queue) < GATHER_BELOW and turns < GATHER_TURNS:
+                        # The GIL to the other threads first: the beacons they are reading
+                        # join this write instead of waiting for the next one.
                         time.sleep(0)
+                        turns += 1
                     with self._mutex:
                         batch = self._queue[: self.max_batch]
                         del self._queue[: self.max_batch]
