@@ -85,7 +85,7 @@ class HostApp(t.NamedTuple):
     tracker: UTMTracker
 
 
-def make_app(db_url: str, **config: t.Any) -> HostApp:
+def make_app(db_url: str, *, request_loader: bool = True, **config: t.Any) -> HostApp:
     """A host app as a user writes it: Flask-SQLAlchemy, Flask-Login (session and bearer token)."""
     app = Flask(__name__)
     app.config.update(
@@ -111,12 +111,14 @@ def make_app(db_url: str, **config: t.Any) -> HostApp:
     def load_user(user_id: str) -> t.Any:
         return db.session.get(User, int(user_id))
 
-    @login_manager.request_loader
     def load_user_from_request(req: t.Any) -> t.Any:
         auth = req.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             return db.session.scalar(sa.select(User).where(User.token == auth[7:]))
         return None
+
+    if request_loader:
+        login_manager.request_loader(load_user_from_request)
 
     db.init_app(app)
     tracker = UTMTracker(app, db=db, user_model=User)

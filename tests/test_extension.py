@@ -343,3 +343,18 @@ def test_database_cascade_deletes_lead_sources(env: HostApp, client: t.Any) -> N
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
             conn.execute(sa.delete(env.User.__table__))
     assert rows(env) == []
+
+
+def test_capturing_an_anonymous_landing_runs_no_query(db_url: str) -> None:
+    env = make_app(db_url, request_loader=False)
+    client = env.app.test_client()
+    statements: list[str] = []
+    with env.app.app_context():
+        engine = env.db.engine
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    client.get("/landing?utm_source=google&utm_medium=cpc")
+    client.get("/landing?utm_source=bing&utm_medium=cpc")
+    assert len(pending(client)) == 2
+    assert statements == []
+    login(client)  # the login itself still writes them
+    assert [r.source for r in rows(env)] == ["google", "bing"]

@@ -165,10 +165,24 @@ class UTMTracker:
             excluded=excluded,
         )
 
-    def current_user_id(self) -> t.Any:
-        """The primary key of the authenticated user, or ``None``."""
-        if not hasattr(current_app, "login_manager"):
+    def current_user_id(self, cheap: bool = False) -> t.Any:
+        """The primary key of the authenticated user, or ``None``.
+
+        :param cheap: do not run Flask-Login's loaders for a visitor that shows no sign of a
+            login (no user id in the session, no remember cookie, no request loader), so that
+            capturing an anonymous landing costs no database query.
+        """
+        manager = getattr(current_app, "login_manager", None)
+        if manager is None:
             return None
+        if cheap and g.get("_login_user") is None:
+            remember = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+            if (
+                not _in_session("_user_id")
+                and remember not in request.cookies
+                and getattr(manager, "_request_callback", True) is None
+            ):
+                return None
         from flask_login import current_user
 
         try:
@@ -310,19 +324,25 @@ class UTMTracker:
             }
             latest = state.latest if state else None
             if is_new_touch(params, latest, now, settings.session_timeout):
-                row = fields(raw, context, state.visitor_id if state else None)
-                if row is not None:
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+                signal = touch_recorded.has_receivers_for(app)
+                # Tracked parameters always make a touch; a bare referrer only when it is
+                # neither internal nor spam, which takes the classifier to know (reconciliation
+                # classifies every touch again anyway).
+                row = fields(raw, context, None) if signal or not params else None
+                if row is not None or (params and not signal):
                     if state is None:
                         state = cookies.CookieState(new_id())
-                        row["visitor_id"] = state.visitor_id
                     state.pending.append(raw)
                     state.latest = cookies.latest_of(raw)
                     changed = True
-                    touch_recorded.send(current_app._get_current_object(), touch=row, user_id=None)  # type: ignore[attr-defined]
+                    if row is not None and signal:
+                        row["visitor_id"] = state.visitor_id
+                        touch_recorded.send(app, touch=row, user_id=None)
 
         pending = state.pending if state else []
         if pending or stashed or login is not None:
-            user_id = login[0] if login is not None else self.current_user_id()
+            user_id = login[0] if login is not None else self.current_user_id(cheap=True)
             if user_id is not None:
                 visitor_id = state.visitor_id if state else None
                 rows = self.rows_of(pending, context, visitor_id)
