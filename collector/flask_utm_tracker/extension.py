@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import typing as t
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import Flask, Response, current_app, g, has_request_context, request, session
+from flask import (
+    Flask,
+    Request,
+    Response,
+    current_app,
+    g,
+    has_request_context,
+    request,
+    session,
+)
 from flask_login import user_logged_in
 from markupsafe import Markup, escape
 from marshmallow import ValidationError
@@ -33,6 +43,9 @@ SESSION_KEY = "_utm_tracker_touches"
 #: The session keys django-utm-tracker's README tells applications to set by hand.
 SEED_SESSION_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 _LOGIN = "_utm_tracker_login"
+_STASH_KEYS = (SESSION_KEY, *SEED_SESSION_KEYS)
+#: Endpoints of the extension's blueprint: the beacon handles its own touches.
+_OWN_ENDPOINTS = EXTENSION + "."
 _touch_schema = TouchSchema()
 
 
@@ -264,40 +277,51 @@ class UTMTracker:
 
     # -- the request hook ---------------------------------------------------------------------
 
-    def _candidate(self, settings: Settings) -> tuple[dict[str, str], str] | None:
+    def _candidate(self, settings: Settings, req: Request) -> tuple[dict[str, str], str] | None:
         """The tracked parameters and external referrer of this request, if it may be a touch."""
-        if not settings.capture_querystring or request.method not in ("GET", "HEAD"):
+        environ = req.environ
+        query = environ.get("QUERY_STRING")
+        referrer = environ.get("HTTP_REFERER", "")
+        if not query and not referrer:
             return None
-        if settings.respect_gpc and request.headers.get("Sec-GPC") == "1":
+        if not settings.capture_querystring or req.method not in ("GET", "HEAD"):
+            return None
+        if settings.respect_gpc and environ.get("HTTP_SEC_GPC") == "1":
             return None
         params: dict[str, str] = {}
-        if request.args and has_tracked(request.args.keys(), settings.custom_tags):
-            params = normalize(request.args.items(multi=True), settings.custom_tags)
-        referrer = request.headers.get("Referer", "")
+        if query:
+            args = req.args
+            if has_tracked(args.keys(), settings.custom_tags):
+                params = normalize(args.items(multi=True), settings.custom_tags)
         if referrer:
-            host = host_of(referrer)
-            if not host or host == request.host.rsplit(":", 1)[0].lower():
-                referrer = ""
+            own = req.host
+            if referrer.startswith((f"https://{own}/", f"http://{own}/")):
+                referrer = ""  # the site's own pages: the common case, no parsing
+            else:
+                host = host_of(referrer)
+                if not host or host == own.rsplit(":", 1)[0].lower():
+                    referrer = ""
         if not params and not referrer:
             return None
         return params, referrer
 
     def _after_request(self, response: Response) -> Response:
-        if request.blueprint == EXTENSION or request.endpoint == "static":
+        req = t.cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+        endpoint = req.endpoint
+        if endpoint is not None and (endpoint == "static" or endpoint.startswith(_OWN_ENDPOINTS)):
             return response
         settings = self.settings()
         login = g.pop(_LOGIN, None)
-        value = request.cookies.get(settings.cookie_name)
-        candidate = self._candidate(settings) if response.status_code < 500 else None
+        jar = req.cookies
+        value = jar[settings.cookie_name] if settings.cookie_name in jar else None
+        candidate = self._candidate(settings, req) if response.status_code < 500 else None
         stashed = _has_stash()
         if candidate is None and not value and not stashed and login is None:
             return response  # the common case: nothing to do, nothing read or written
         try:
             self._track(response, settings, value, candidate, stashed, login)
         except Exception:  # tracking must never break a page
-            logger.exception(
-                "flask-utm-tracker failed on %s; the page is unaffected.", request.path
-            )
+            logger.exception("flask-utm-tracker failed on %s; the page is unaffected.", req.path)
         return response
 
     def _track(
@@ -395,7 +419,11 @@ def _in_session(key: str) -> bool:
 
 
 def _has_stash() -> bool:
-    return _in_session(SESSION_KEY) or any(_in_session(key) for key in SEED_SESSION_KEYS)
+    data = session._get_current_object()  # type: ignore[attr-defined]
+    contains = (
+        functools.partial(dict.__contains__, data) if isinstance(data, dict) else data.__contains__
+    )
+    return any(contains(key) for key in _STASH_KEYS)
 
 
 def _stash() -> list[dict[str, t.Any]]:
