@@ -9,7 +9,7 @@ Each pair (subject, baseline) is measured in alternating rounds (baseline, subje
 subject, ...), so that a change in the machine's load during the run hits both sides alike.
 
 Environment: ``BENCH_POSTGRES`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``),
-``BENCH_SECONDS`` (seconds per round, default 4), ``BENCH_ROUNDS`` (default 3),
+``BENCH_SECONDS`` (seconds per round, default 2), ``BENCH_ROUNDS`` (default 6),
 ``BENCH_WORKERS`` (gunicorn workers, default one per core), ``BENCH_THREADS`` (threads per worker,
 default 16), ``BENCH_CONNECTIONS`` (wrk connections, default 32),
 ``BENCH_LEADS`` (rows for the report figures, default 1,000,000).
@@ -51,8 +51,8 @@ from bench.apps import make_host  # noqa: E402
 BIN = Path(sys.executable).parent
 LUA = ROOT / "bench" / "lua"
 PG = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
 LEADS = int(os.environ.get("BENCH_LEADS", "1000000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", os.cpu_count() or 2))
 THREADS = int(os.environ.get("BENCH_THREADS", "16"))
