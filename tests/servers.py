@@ -70,7 +70,7 @@ def gunicorn(
         command, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded machine boots workers slowly
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()

@@ -1,0 +1,127 @@
+"""Group commit of beacons (ingest.py): concurrent beacons, the cap inside a batch, failures."""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+from flask_utm_tracker import ingest, touch_recorded
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
+
+from .conftest import HostApp, make_app
+from .test_beacon import beacon, touch, touches
+
+
+def test_concurrent_beacons_are_batched_and_each_stored_once(
+    env: HostApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    write = ingest._write_batch
+
+    def counted(engine: t.Any, table: t.Any, cap: int, batch: list[t.Any]) -> None:
+        sizes.append(len(batch))
+        write(engine, table, cap, batch)
+
+    monkeypatch.setattr(ingest, "_write_batch", counted)
+    barrier = threading.Barrier(12)
+    statuses: list[int] = []
+
+    def send(n: int) -> None:
+        client = env.app.test_client()
+        body = {"v": f"visitor-{n}", "touches": [touch(n), touch(100 + n)]}
+        barrier.wait(timeout=10)
+        for _ in range(3):  # resent: stored once
+            statuses.append(beacon(client, body).status_code)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert statuses == [204] * 36
+    assert len(touches(env)) == 24
+    assert sum(sizes) == 36 and len(sizes) <= 36
+
+
+def test_the_cap_holds_inside_one_batch(db_url: str) -> None:
+    env = make_app(db_url, UTM_TRACKER_MAX_TOUCHES_PER_VISITOR=3)
+    table = env.tracker.Touch.__table__
+    with env.app.test_request_context():
+        context = env.tracker.context(env.tracker.settings())
+        rows = ingest.rows_of([touch(n) for n in range(5)], context, "visitor")
+    items = [ingest._Beacon("visitor", rows[:2], True), ingest._Beacon("visitor", rows[2:], True)]
+    with env.app.app_context():
+        ingest._write_batch(env.db.engine, table, 3, items)
+    assert [len(item.stored) for item in items] == [2, 1]
+    assert [t.touch_id for t in touches(env)] == ["touch-0", "touch-1", "touch-2"]
+
+
+def test_a_bad_beacon_fails_alone(env: HostApp) -> None:
+    table = env.tracker.Touch.__table__
+    with env.app.test_request_context():
+        context = env.tracker.context(env.tracker.settings())
+        good = ingest.rows_of([touch(1)], context, "good")
+        bad = [dict(ingest.rows_of([touch(2)], context, "bad")[0], channel=None)]  # NOT NULL
+    items = [ingest._Beacon("good", good, True), ingest._Beacon("bad", bad, True)]
+    with env.app.app_context():
+        ingest._write_batch(env.db.engine, table, 200, items)
+    assert items[0].error is None and len(items[0].stored) == 1
+    assert isinstance(items[1].error, sa.exc.IntegrityError)
+
+
+def test_a_failed_write_is_503_with_retry_after(env: HostApp, client: t.Any) -> None:
+    with env.app.app_context():
+        env.tracker.Touch.__table__.drop(env.db.engine)
+    response = beacon(client, {"v": "visitor", "touches": [touch(1)]})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+
+
+def test_touch_recorded_gets_the_new_rows_only(env: HostApp, client: t.Any) -> None:
+    got: list[str] = []
+    with touch_recorded.connected_to(lambda sender, touch, user_id: got.append(touch["touch_id"])):
+        for _ in range(2):
+            assert beacon(client, {"v": "visitor", "touches": [touch(1)]}).status_code == 204
+    assert got == ["touch-1"]
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5), st.floats())
+_ids = st.one_of(st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True), _values)
+_touch = st.one_of(
+    _values,
+    st.fixed_dictionaries(
+        {"id": _ids},
+        optional={
+            "ts": _values,
+            "url": _values,
+            "referrer": _values,
+            "params": st.one_of(_values, st.dictionaries(st.text(max_size=101), _values)),
+            "other": _values,
+        },
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        _values,
+        st.fixed_dictionaries(
+            {}, optional={"v": _ids, "touches": st.one_of(_values, st.lists(_touch, max_size=3))}
+        ),
+    )
+)
+def test_plain_beacon_agrees_with_the_schema(data: t.Any) -> None:
+    from flask_utm_tracker.schemas import BeaconSchema
+
+    fast = ingest.plain_beacon(data)
+    if fast is None:
+        return
+    try:
+        assert BeaconSchema().load(data) == fast
+    except ValidationError:  # pragma: no cover - the assertion's message says it
+        pytest.fail(f"plain_beacon accepted what the schema rejects: {data!r}")
