@@ -353,12 +353,9 @@ def _allowed(tracker: UTMTracker) -> bool:
 
 
 def _json_error(status: int, message: str, details: t.Any = None) -> Response:
-    body: dict[str, t.Any] = {"error": message}
-    if details:
-        body["details"] = details
-    response = jsonify(body)
-    response.status_code = status
-    return _private(response)
+    from .views import error_response
+
+    return _private(error_response(status, message, details))
 
 
 def _private(response: Response) -> Response:

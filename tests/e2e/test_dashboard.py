@@ -18,18 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HostApp, make_app
+from tests.e2e.conftest import ARGS, CHROMIUM
 from tests.test_reports import add_user, at, build, touch
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MARCH = "start=2024-03-01&end=2024-03-31"
 XSS_SOURCE = '<img src=x onerror="window.__xss = 1">'
 XSS_CAMPAIGN = "</title><script>window.__xss = 2</script>"
