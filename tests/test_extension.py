@@ -358,3 +358,30 @@ def test_capturing_an_anonymous_landing_runs_no_query(db_url: str) -> None:
     assert statements == []
     login(client)  # the login itself still writes them
     assert [r.source for r in rows(env)] == ["google", "bing"]
+
+
+def test_the_cookie_attributes(db_url: str) -> None:
+    env = make_app(
+        db_url, UTM_TRACKER_COOKIE_DOMAIN=".example.test", UTM_TRACKER_COOKIE_SECURE=True
+    )
+    response = env.app.test_client().get("/landing?utm_source=x")
+    (header,) = response.headers.getlist("Set-Cookie")
+    name_value, *attributes = header.split("; ")
+    assert name_value.startswith("utm_tracker=")
+    assert sorted(attributes) == [
+        "Domain=.example.test",
+        "Max-Age=31536000",
+        "Path=/",
+        "SameSite=Lax",
+        "Secure",
+    ]
+    assert cookies.decode(name_value.split("=", 1)[1]) is not None
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("UTM_TRACKER_COOKIE_NAME", "bad name;"), ("UTM_TRACKER_COOKIE_DOMAIN", "x.com; HttpOnly")],
+)
+def test_cookie_name_and_domain_are_checked(db_url: str, key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        make_app(db_url, **{key: value})

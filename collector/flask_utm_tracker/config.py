@@ -8,6 +8,7 @@ that names the closest valid key.
 from __future__ import annotations
 
 import difflib
+import re
 import typing as t
 from dataclasses import dataclass
 
@@ -59,6 +60,14 @@ DEFAULTS: dict[str, t.Any] = {
     for name, value in list(globals().items())
     if name.isupper() and name not in {"PREFIX", "DEFAULTS"}
 }
+
+
+#: RFC 6265 / RFC 7230 token characters, for the cookie name.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A host name, optionally with the leading dot of a shared cookie domain.
+_DOMAIN = re.compile(
+    r"\.?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 
 
 class ConfigError(KeyError):
@@ -131,6 +140,16 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
     if prefix and not prefix.startswith("/"):
         raise ConfigError(f"{PREFIX}URL_PREFIX must start with '/', not {prefix!r}.")
     secure = get("COOKIE_SECURE")
+    name = str(get("COOKIE_NAME"))
+    if not _TOKEN.fullmatch(name):
+        raise ConfigError(
+            f"{PREFIX}COOKIE_NAME must be a cookie name (RFC 6265 token characters), not {name!r}."
+        )
+    domain = get("COOKIE_DOMAIN") or None
+    if domain is not None and not _DOMAIN.fullmatch(str(domain)):
+        raise ConfigError(
+            f"{PREFIX}COOKIE_DOMAIN must be a host name such as '.example.com', not {domain!r}."
+        )
     return Settings(
         url_prefix=prefix,
         custom_tags=tuple(
@@ -138,8 +157,8 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
                 tag.lower() for tag in _as_list(PREFIX + "CUSTOM_TAGS", get("CUSTOM_TAGS"))
             )
         ),
-        cookie_name=str(get("COOKIE_NAME")),
-        cookie_domain=get("COOKIE_DOMAIN") or None,
+        cookie_name=name,
+        cookie_domain=domain,
         cookie_max_age=_as_int(PREFIX + "COOKIE_MAX_AGE", get("COOKIE_MAX_AGE")),
         cookie_secure=None if secure is None else bool(secure),
         allowed_origins=frozenset(
