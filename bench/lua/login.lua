@@ -2,8 +2,7 @@
 -- request (so all 10 LeadSource rows are real inserts). The cookie is the collector's format:
 -- base64url (RFC 4648 section 5, no padding) of compact JSON {"v": ..., "t": [touch, ...]}.
 -- wrk -s bench/lua/login.lua URL -- <run prefix> <cookie name>
-local threads = {}
-local n = 0
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "count.lua")
 local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 local sources = {"google", "newsletter", "facebook", "partner", "bing"}
 local mediums = {"cpc", "email", "social", "referral", "cpc"}
@@ -22,12 +21,6 @@ local function b64url(data)
     if c then out[#out + 1] = alphabet:sub(d4 + 1, d4 + 1) end
   end
   return table.concat(out)
-end
-
-function setup(thread)
-  n = n + 1
-  thread:set("tid", n)
-  table.insert(threads, thread)
 end
 
 function init(args)
@@ -51,22 +44,4 @@ function request()
   end
   local json = '{"v":"v' .. id .. '","t":[' .. table.concat(touches, ",") .. ']}'
   return wrk.format(nil, nil, {["Cookie"] = cookie_name .. "=" .. b64url(json)}, nil)
-end
-
-function response(status, headers, body)
-  if status >= 200 and status < 300 then
-    ok = ok + 1
-  end
-end
-
-function done(summary, latency, requests)
-  local good = 0
-  for _, thread in ipairs(threads) do
-    good = good + thread:get("ok")
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH {"ok":%d,"requests":%d,"duration_us":%d,"socket_errors":%d,"p50_us":%d,"p99_us":%d}\n',
-    good, summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
 end
