@@ -394,6 +394,27 @@ def classify_referrer(
     """
     if not url or not isinstance(url, str):
         return None
+    sites, skip = _strings(site_hosts), _strings(excluded)
+    if len(url) <= _URL_CACHED:
+        return _classify_cached(url, sites, skip)
+    return _classify(url, sites, skip)
+
+
+#: Referrer URLs up to this length have their classification cached.
+_URL_CACHED = 512
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify_cached(
+    url: str, site_hosts: tuple[str, ...], excluded: tuple[str, ...]
+) -> Referrer | None:
+    """:func:`_classify`, cached: real traffic repeats a few thousand referrers (most search
+    engines and social sites send their bare home page), and a :class:`Referrer` is immutable.
+    """
+    return _classify(url, site_hosts, excluded)
+
+
+def _classify(url: str, site_hosts: tuple[str, ...], excluded: tuple[str, ...]) -> Referrer | None:
     try:
         split = _split(url)
     except (ValueError, UnicodeError):
@@ -405,7 +426,7 @@ def classify_referrer(
     labels = host.split(".")
     suffixes = {".".join(labels[i:]) for i in range(len(labels))}
 
-    own, skipped = _host_sets(_strings(site_hosts), _strings(excluded))
+    own, skipped = _host_sets(site_hosts, excluded)
     if host in own or not suffixes.isdisjoint(skipped):
         return Referrer("internal", bare)
 

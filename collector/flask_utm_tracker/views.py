@@ -9,7 +9,7 @@ import logging
 import typing as t
 from importlib import resources
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Request, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from . import cookie as cookies
@@ -47,8 +47,8 @@ def error_response(status: int, message: str, details: t.Any = None) -> Response
     return response
 
 
-def _same_origin(origin: str) -> bool:
-    return origin == f"{request.scheme}://{request.host}"
+def _same_origin(req: Request, origin: str) -> bool:
+    return origin == f"{req.scheme}://{req.host}"
 
 
 def _cors(response: Response, origin: str | None, allowed: frozenset[str]) -> Response:
@@ -65,13 +65,15 @@ def read_beacon() -> dict[str, t.Any]:
     :raises BeaconError: 413 past :data:`~flask_utm_tracker.schemas.MAX_BODY` bytes, 415 for
         another content type, 400 for anything that is not a valid beacon.
     """
-    length = request.content_length
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    length = req.content_length
     if length is not None and length > MAX_BODY:
         raise BeaconError(413, f"The beacon body is larger than {MAX_BODY} bytes.")
-    mimetype = request.mimetype
+    # The media type without its parameters, as Request.mimetype gives it, without parsing them.
+    mimetype = req.environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
     if mimetype not in ("", "text/plain", "application/json"):
         raise BeaconError(415, "Send the beacon as text/plain or application/json.")
-    body = request.stream.read(MAX_BODY + 1)
+    body = req.stream.read(MAX_BODY + 1)
     if len(body) > MAX_BODY:
         raise BeaconError(413, f"The beacon body is larger than {MAX_BODY} bytes.")
     if not body.strip():
@@ -113,21 +115,22 @@ def make_blueprint(tracker: UTMTracker) -> Blueprint:
     @bp.route("/beacon", methods=["POST", "OPTIONS"])
     def beacon() -> Response:
         settings = tracker.settings()
-        origin = request.headers.get("Origin")
-        cross = bool(origin) and not _same_origin(origin or "")
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        origin = req.environ.get("HTTP_ORIGIN")
+        cross = bool(origin) and not _same_origin(req, origin)
         if cross and origin not in settings.allowed_origins:
             return error_response(
                 403,
                 f"Origin {origin} may not send beacons; add it to UTM_TRACKER_ALLOWED_ORIGINS.",
             )
-        if request.method == "OPTIONS":
+        if req.method == "OPTIONS":
             response = Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "POST"
             response.headers["Access-Control-Allow-Headers"] = "Content-Type"
             response.headers["Access-Control-Max-Age"] = "86400"
             return _cors(response, origin, settings.allowed_origins)
         try:
-            response = _ingest(tracker)
+            response = _ingest(tracker, req)
         except BeaconError as err:
             response = error_response(err.status, err.message, err.details)
         return _cors(response, origin, settings.allowed_origins)
@@ -153,32 +156,35 @@ def make_blueprint(tracker: UTMTracker) -> Blueprint:
     return bp
 
 
-def _ingest(tracker: UTMTracker) -> Response:
+def _ingest(tracker: UTMTracker, req: Request) -> Response:
     """Store a beacon: ``Touch`` rows, and ``LeadSource`` rows at once when authenticated."""
     state_ = tracker.state()
     settings = state_.settings
-    wait = state_.limiter.hit(request.remote_addr or "")
+    environ = req.environ
+    wait = state_.limiter.hit(req.remote_addr or "")
     if wait is not None:
         response = error_response(429, "Too many beacons from this client; retry later.")
         response.headers["Retry-After"] = str(wait)
         return response
-    if settings.respect_gpc and request.headers.get("Sec-GPC") == "1":
+    if settings.respect_gpc and environ.get("HTTP_SEC_GPC") == "1":
         # Global Privacy Control: acknowledged, nothing stored.
         return Response(status=204)
     beacon = read_beacon()
-    if settings.drop_bots and ingest.is_bot(request.headers.get("User-Agent")):
+    if settings.drop_bots and ingest.is_bot(environ.get("HTTP_USER_AGENT")):
         return Response(status=204)  # acknowledged, so that bots learn nothing
     visitor_id: str = beacon["v"]
     context = tracker.context(settings)
     rows = ingest.rows_of(beacon["touches"], context, visitor_id)
 
-    state = cookies.decode(request.cookies.get(settings.cookie_name))
+    state = (
+        cookies.decode(req.cookies.get(settings.cookie_name)) if "HTTP_COOKIE" in environ else None
+    )
     # The cookie's visitor wins: a beacon naming another one never overwrites its pending touches.
     own_cookie = state is None or state.visitor_id == visitor_id
     if state is None or not own_cookie:
         state = cookies.CookieState(visitor_id)
 
-    user_id = tracker.current_user_id()
+    user_id = tracker.current_user_id(cheap=True)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if rows:
         if user_id is not None:
