@@ -64,8 +64,12 @@ def decode(value: str | None) -> CookieState | None:
     )
 
 
+#: One encoder for every cookie (``json.dumps`` with options builds a new one per call).
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _b64(data: dict[str, t.Any]) -> str:
-    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
+    raw = _json.encode(data).encode("utf-8", "replace")
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 

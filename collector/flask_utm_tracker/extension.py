@@ -28,7 +28,7 @@ from . import reconcile, rollup
 from .abuse import RateLimiter
 from .config import ConfigError, Settings, load_settings
 from .models import make_models
-from .params import TRACKED, has_tracked, normalize
+from .params import TRACKED, from_query, normalize
 from .schemas import TouchSchema
 from .signals import lead_source_created, touch_recorded
 from .touches import Context, fields, host_of, new_id, now_ms, stable_id
@@ -113,7 +113,8 @@ class UTMTracker:
 
         app.register_blueprint(make_blueprint(self), url_prefix=settings.url_prefix or None)
         app.after_request(self._after_request)
-        app.context_processor(lambda: {"utm_tracker_script": self.script_tag})
+        # A template global, not a context processor: nothing to run for each render.
+        app.add_template_global(self.script_tag, "utm_tracker_script")
         app.cli.add_command(make_cli(self))
         user_logged_in.connect(_on_login)
 
@@ -210,10 +211,15 @@ class UTMTracker:
     def user_id_of(self, user: t.Any) -> t.Any:
         return getattr(user, self._user_pk_attr, None) if user is not None else None
 
-    def set_cookie(self, response: Response, state: cookies.CookieState) -> None:
+    def set_cookie(
+        self, response: Response, state: cookies.CookieState, settings: Settings | None = None
+    ) -> None:
         """Write the visitor cookie on ``response``."""
-        settings = self.settings()
-        secure = request.is_secure if settings.cookie_secure is None else settings.cookie_secure
+        if settings is None:
+            settings = self.settings()
+        secure = settings.cookie_secure
+        if secure is None:
+            secure = request.environ.get("wsgi.url_scheme") == "https"
         # RFC 6265 section 4.1 by hand: the value is base64url and the name and domain were
         # checked by load_settings, so nothing needs quoting, and this is a fifth of the cost of
         # werkzeug's dump_cookie (whose Expires date Max-Age makes redundant). Not HttpOnly:
@@ -292,11 +298,7 @@ class UTMTracker:
             return None
         if settings.respect_gpc and environ.get("HTTP_SEC_GPC") == "1":
             return None
-        params: dict[str, str] = {}
-        if query:
-            args = req.args
-            if has_tracked(args.keys(), settings.custom_tags):
-                params = normalize(args.items(multi=True), settings.custom_tags)
+        params = from_query(query, settings.custom_tags) if query else {}
         if referrer:
             own = req.host
             if referrer.startswith((f"https://{own}/", f"http://{own}/")):
@@ -339,7 +341,6 @@ class UTMTracker:
     ) -> None:
         state = cookies.decode(value)
         changed = False
-        context = self.context(settings)
         if candidate is not None:
             params, referrer = candidate
             now = now_ms()
@@ -357,7 +358,7 @@ class UTMTracker:
                 # Tracked parameters always make a touch; a bare referrer only when it is
                 # neither internal nor spam, which takes the classifier to know (reconciliation
                 # classifies every touch again anyway).
-                row = fields(raw, context, None) if signal or not params else None
+                row = fields(raw, self.context(settings), None) if signal or not params else None
                 if row is not None or (params and not signal):
                     if state is None:
                         state = cookies.CookieState(new_id())
@@ -373,6 +374,7 @@ class UTMTracker:
             user_id = login[0] if login is not None else self.current_user_id(cheap=True)
             if user_id is not None:
                 visitor_id = state.visitor_id if state else None
+                context = self.context(settings)
                 rows = self.rows_of(pending, context, visitor_id)
                 stash = _stash()
                 extra = tuple(
@@ -393,7 +395,7 @@ class UTMTracker:
                         state.pending = []
                         changed = True
         if changed and state is not None:
-            self.set_cookie(response, state)
+            self.set_cookie(response, state, settings)
 
 
 #: URL characters that need no quoting (RFC 3986 unreserved, sub-delims, ":@/?%").

@@ -8,7 +8,9 @@ utm values lower-cased, click IDs and custom tags kept as sent, and anything lon
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import typing as t
 from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
@@ -69,13 +71,27 @@ def normalize(
     return result
 
 
-def has_tracked(names: t.Iterable[str], custom_tags: t.Collection[str] = ()) -> bool:
-    """Whether any of ``names`` is tracked: the cheap test run on every request."""
-    for name in names:
-        key = name.lower()
-        if key in TRACKED or key in custom_tags:
-            return True
-    return False
+@functools.lru_cache(maxsize=16)
+def _names(custom_tags: tuple[str, ...]) -> re.Pattern[str]:
+    """Any tracked name, anywhere, in any case: the test that lets an untracked query string
+    skip parsing."""
+    names = sorted(TRACKED.union(custom_tags), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, names)), re.IGNORECASE)
+
+
+def from_query(query: str, custom_tags: tuple[str, ...] = ()) -> dict[str, str]:
+    """The tracked parameters of a raw query string (a WSGI ``QUERY_STRING``: UTF-8 bytes as
+    latin-1 text), as :func:`normalize` keeps them from ``request.args``.
+
+    A query that names no tracked parameter, not even percent-encoded, is not parsed.
+    """
+    if "%" not in query and not _names(custom_tags).search(query):
+        return {}
+    try:
+        query = query.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # already text (not from a WSGI environ)
+        pass
+    return normalize(parse_qsl(query), custom_tags)
 
 
 def from_url(url: str, custom_tags: t.Collection[str] = ()) -> dict[str, str]:

@@ -215,5 +215,5 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
             touch_recorded.send(app, touch=row, user_id=user_id)
     response = Response(status=204)
     if own_cookie:
-        tracker.set_cookie(response, state)
+        tracker.set_cookie(response, state, settings)
     return response
