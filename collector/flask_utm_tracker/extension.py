@@ -318,8 +318,14 @@ class UTMTracker:
             return response
         settings = self.settings()
         login = g.pop(_LOGIN, None)
-        jar = req.cookies
-        value = jar[settings.cookie_name] if settings.cookie_name in jar else None
+        # The Cookie header is parsed only when it may hold ours (parsing costs more than the
+        # rest of this check together).
+        header = req.environ.get("HTTP_COOKIE")
+        value = (
+            req.cookies.get(settings.cookie_name)
+            if header and settings.cookie_name in header
+            else None
+        )
         candidate = self._candidate(settings, req) if response.status_code < 500 else None
         stashed = _has_stash()
         if candidate is None and not value and not stashed and login is None:
@@ -442,6 +448,8 @@ def _in_session(key: str) -> bool:
 
 def _has_stash() -> bool:
     data = session._get_current_object()  # type: ignore[attr-defined]
+    if isinstance(data, dict) and not dict.__len__(data):
+        return False
     contains = (
         functools.partial(dict.__contains__, data) if isinstance(data, dict) else data.__contains__
     )
