@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import typing as t
+from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -125,3 +126,46 @@ def test_plain_beacon_agrees_with_the_schema(data: t.Any) -> None:
         assert BeaconSchema().load(data) == fast
     except ValidationError:  # pragma: no cover - the assertion's message says it
         pytest.fail(f"plain_beacon accepted what the schema rejects: {data!r}")
+
+
+def test_the_hot_path_stores_what_sqlalchemy_stores(db_url: str) -> None:
+    """The group-commit statement (driver SQL; JSON rows on PostgreSQL) and a Core insert of
+    the same touch give the same row back: text beyond ASCII, JSON columns, time zones."""
+    from flask_utm_tracker import reconcile
+
+    env = make_app(db_url, UTM_TRACKER_CUSTOM_TAGS=["ref"])
+    table = env.tracker.Touch.__table__
+    raw = {
+        "id": "touch-1",
+        "ts": 1_750_000_000_123,
+        "url": "https://example.com/caf\u00e9?utm_source=X&gclid=abc&ref=friend",
+        "referrer": "https://www.google.com/search?q=caf%C3%A9+cr\u00e8me",
+        "params": {
+            "utm_source": "\u00dcn\u00efcode \u2603 \U0001f600",
+            "utm_campaign": 'quote " back\\slash',
+            "gclid": "abc",
+            "fbclid": "xyz",
+            "ref": "friend",
+        },
+    }
+    with env.app.test_request_context():
+        context = env.tracker.context(env.tracker.settings())
+        [row] = ingest.rows_of([raw], context, "hot")
+    with env.app.app_context():
+        engine = env.db.engine
+        item = ingest._Beacon("hot", [row], True)
+        ingest._write_batch(engine, table, 200, [item])
+        assert item.error is None and len(item.stored) == 1
+        with engine.begin() as conn:
+            reconcile.store_touches(conn, table, [dict(row, visitor_id="core")])
+        with engine.connect() as conn:
+            stored = {r.visitor_id: r._asdict() for r in conn.execute(sa.select(table)).all()}
+    assert set(stored) == {"hot", "core"}
+    skip = {"id", "visitor_id", "received_at"}
+    hot = {k: v for k, v in stored["hot"].items() if k not in skip}
+    core = {k: v for k, v in stored["core"].items() if k not in skip}
+    assert hot == core
+    assert hot["source"] == "\u00fcn\u00efcode \u2603 \U0001f600"
+    assert hot["click_ids"] == {"gclid": "abc", "fbclid": "xyz"}
+    assert hot["custom_tags"] == {"ref": "friend"}
+    assert hot["timestamp"].replace(tzinfo=None) == datetime(2025, 6, 15, 15, 6, 40, 123000)
