@@ -187,17 +187,21 @@ class UTMTracker:
             login (no user id in the session, no remember cookie, no request loader), so that
             capturing an anonymous landing costs no database query.
         """
-        manager = getattr(current_app, "login_manager", None)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        manager = getattr(app, "login_manager", None)
         if manager is None:
             return None
-        if cheap and g.get("_login_user") is None:
-            remember = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
-            if (
-                not _in_session("_user_id")
-                and remember not in request.cookies
-                and getattr(manager, "_request_callback", True) is None
+        if (
+            cheap
+            and getattr(manager, "_request_callback", True) is None
+            and g.get("_login_user") is None
+        ):
+            header = request.environ.get("HTTP_COOKIE")
+            remember = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+            if not _in_session("_user_id") and not (
+                header and remember in header and remember in request.cookies
             ):
-                return None
+                return None  # no request loader, no remember cookie, no user in the session
         from flask_login import current_user
 
         try:
