@@ -64,7 +64,8 @@ UA = (
 )
 SNIPPET = ROOT / "collector" / "flask_utm_tracker" / "static" / "snippet.js"
 CHROMIUM = "/usr/bin/chromium"
-LOGIN_EMAIL = "bench@example.com"
+#: Users the login figure logs in, one after the other.
+LOGIN_USERS = 1000
 
 
 def log(message: str) -> None:
@@ -298,11 +299,11 @@ def pg_schema(prefix: str, base: str = PG) -> t.Iterator[str]:
 
 
 def prepare(db_url: str) -> None:
-    """Create the tables and the user who logs in."""
+    """Create the tables and the users who log in."""
     app, db, user = make_host(True, db_url)
     with app.app_context():
         db.create_all()
-        db.session.add(user(email=LOGIN_EMAIL))
+        db.session.add_all(user(email=f"bench-{n}@example.com") for n in range(LOGIN_USERS))
         db.session.commit()
         db.engine.dispose()
 
@@ -444,8 +445,8 @@ def page_figures(logdir: Path) -> list[Row]:
             rows.append(ratio_row("landing page with utm, new visitor", subject, base, 0.8))
             log("login with 10 pending touches")
             prefix = run_id()
-            args = lambda: [f"{prefix}{run_id()}", "utm_tracker"]  # noqa: E731
-            path = f"/login/{LOGIN_EMAIL}"
+            args = lambda: [f"{prefix}{run_id()}", "utm_tracker", str(LOGIN_USERS)]  # noqa: E731
+            path = "/login/"
             base, subject = compare(
                 [(plain, path, "login.lua", args), (tracked, path, "login.lua", args)]
             )
@@ -486,21 +487,22 @@ CHANNELS = [
 def generate_leads(db_url: str, n: int) -> None:
     """``n`` LeadSource rows, 5 per user, over the last year, with one set-based INSERT."""
     users = max(1, n // 5)
+    first = LOGIN_USERS + 1  # after the users of prepare()
     arr = lambda i: "ARRAY[" + ", ".join(f"'{c[i]}'" for c in CHANNELS) + "]"  # noqa: E731
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO users (id, email) SELECT g, 'user' || g || '@example.com'"
-                " FROM generate_series(2, :users + 1) AS g"
+                " FROM generate_series(:first, :first + :users - 1) AS g"
             ),
-            {"users": users},
+            {"users": users, "first": first},
         )
         conn.execute(
             sa.text(
                 f"""
                 WITH g AS (
-                    SELECT s, 2 + (s - 1) / 5 AS uid, (s - 1) % 5 AS k,
+                    SELECT s, :first + (s - 1) / 5 AS uid, (s - 1) % 5 AS k,
                            ((s::bigint * 7919) % {len(CHANNELS)}) + 1 AS c,
                            now() - make_interval(days => ((s - 1) / 5) % 365)
                                - make_interval(hours => ((s - 1) % 5) * 24) AS signup
@@ -517,10 +519,11 @@ def generate_leads(db_url: str, n: int) -> None:
                 FROM g
                 """
             ),
-            {"n": n},
+            {"n": n, "first": first},
         )
         conn.execute(
-            sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :m)"), {"m": users + 2}
+            sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :m)"),
+            {"m": first + users},
         )
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))

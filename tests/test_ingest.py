@@ -128,6 +128,21 @@ def test_plain_beacon_agrees_with_the_schema(data: t.Any) -> None:
         pytest.fail(f"plain_beacon accepted what the schema rejects: {data!r}")
 
 
+@settings(max_examples=500, deadline=None)
+@given(_touch)
+def test_plain_touch_agrees_with_the_schema(data: t.Any) -> None:
+    """The cookie's touches at login skip marshmallow the same way."""
+    from flask_utm_tracker.schemas import TouchSchema
+
+    fast = ingest.plain_touch(data)
+    if fast is None:
+        return
+    try:
+        assert TouchSchema().load(data) == fast
+    except ValidationError:  # pragma: no cover - the assertion's message says it
+        pytest.fail(f"plain_touch accepted what the schema rejects: {data!r}")
+
+
 def test_the_hot_path_stores_what_sqlalchemy_stores(db_url: str) -> None:
     """The group-commit statement (driver SQL; JSON rows on PostgreSQL) and a Core insert of
     the same touch give the same row back: text beyond ASCII, JSON columns, time zones."""

@@ -1,7 +1,10 @@
 -- POST /login/<email> carrying the visitor cookie with 10 pending touches, new ids on every
 -- request (so all 10 LeadSource rows are real inserts). The cookie is the collector's format:
 -- base64url (RFC 4648 section 5, no padding) of compact JSON {"v": ..., "t": [touch, ...]}.
--- wrk -s bench/lua/login.lua URL -- <run prefix> <cookie name>
+-- Each request logs in the next of <users> users (bench-0@example.com, ...), as a site's logins
+-- are of different people: one user logging in from 32 connections at once would measure the
+-- per-user lock of the rollup (rollup.py), which serialises the writes of one user.
+-- wrk -s bench/lua/login.lua URL/login/ -- <run prefix> <cookie name> <users>
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "count.lua")
 local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 local sources = {"google", "newsletter", "facebook", "partner", "bing"}
@@ -26,6 +29,7 @@ end
 function init(args)
   prefix = (args[1] or "run") .. "-" .. tid .. "-"
   cookie_name = args[2] or "utm_tracker"
+  users = tonumber(args[3] or "1000")
   counter = 0
   ok = 0
   wrk.method = "POST"
@@ -43,5 +47,7 @@ function request()
       .. '","utm_medium":"' .. mediums[s] .. '","utm_campaign":"c' .. k .. '"}}'
   end
   local json = '{"v":"v' .. id .. '","t":[' .. table.concat(touches, ",") .. ']}'
-  return wrk.format(nil, nil, {["Cookie"] = cookie_name .. "=" .. b64url(json)}, nil)
+  local user = (tid * 7919 + counter) % users
+  local path = wrk.path .. "bench-" .. user .. "@example.com"
+  return wrk.format(nil, path, {["Cookie"] = cookie_name .. "=" .. b64url(json)}, nil)
 end

@@ -27,6 +27,7 @@ from . import cookie as cookies
 from . import reconcile, rollup
 from .abuse import RateLimiter
 from .config import ConfigError, Settings, load_settings
+from .ingest import plain_touch
 from .models import make_models
 from .params import TRACKED, from_query, normalize
 from .schemas import TouchSchema
@@ -244,11 +245,13 @@ class UTMTracker:
         """Validate raw touches and turn them into row fields; a bad one is logged and skipped."""
         rows = []
         for raw in raws:
-            try:
-                clean = _touch_schema.load(raw) if isinstance(raw, dict) else None
-            except ValidationError as err:
-                logger.warning("Skipping an invalid touch: %s", err.messages)
-                continue
+            clean = plain_touch(raw)  # the common shape, checked in plain Python
+            if clean is None:
+                try:
+                    clean = _touch_schema.load(raw) if isinstance(raw, dict) else None
+                except ValidationError as err:
+                    logger.warning("Skipping an invalid touch: %s", err.messages)
+                    continue
             row = fields(clean, context, visitor_id) if clean else None
             if row is not None:
                 rows.append(row)
@@ -285,8 +288,9 @@ class UTMTracker:
             logger.exception("Writing lead sources for user %r failed; will retry.", user_id)
             return False
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        for row in inserted:
-            lead_source_created.send(app, lead_source=self.LeadSource(**row))
+        if inserted and lead_source_created.has_receivers_for(app):
+            for row in inserted:
+                lead_source_created.send(app, lead_source=self.LeadSource(**row))
         return True
 
     # -- the request hook ---------------------------------------------------------------------

@@ -98,31 +98,40 @@ def plain_beacon(data: t.Any) -> dict[str, t.Any] | None:
         return None
     loaded = []
     for touch in touches:
-        if type(touch) is not dict:
+        clean = plain_touch(touch)
+        if clean is None:
             return None
-        id_ = touch.get("id")
-        ts = touch.get("ts")
-        url = touch.get("url")
-        referrer = touch.get("referrer")
-        params = touch.get("params")
-        if (
-            type(id_) is not str
-            or not _ID.fullmatch(id_)
-            or (ts is not None and type(ts) is not int)
-            or (url is not None and type(url) is not str)
-            or (referrer is not None and type(referrer) is not str)
-            or not (url or params)
-        ):
-            return None
-        if params is not None:
-            if type(params) is not dict or len(params) > MAX_PARAMS:
-                return None
-            for key, value in params.items():
-                if type(key) is not str or len(key) > 100 or type(value) is not str:
-                    return None
-            params = dict(params)
-        loaded.append({"id": id_, "ts": ts, "url": url, "referrer": referrer, "params": params})
+        loaded.append(clean)
     return {"v": visitor, "touches": loaded}
+
+
+def plain_touch(touch: t.Any) -> dict[str, t.Any] | None:
+    """What :class:`~flask_utm_tracker.schemas.TouchSchema` loads from ``touch`` when it has the
+    plain shape (beacon or cookie); ``None`` for anything else."""
+    if type(touch) is not dict:
+        return None
+    id_ = touch.get("id")
+    ts = touch.get("ts")
+    url = touch.get("url")
+    referrer = touch.get("referrer")
+    params = touch.get("params")
+    if (
+        type(id_) is not str
+        or not _ID.fullmatch(id_)
+        or (ts is not None and type(ts) is not int)
+        or (url is not None and type(url) is not str)
+        or (referrer is not None and type(referrer) is not str)
+        or not (url or params)
+    ):
+        return None
+    if params is not None:
+        if type(params) is not dict or len(params) > MAX_PARAMS:
+            return None
+        for key, value in params.items():
+            if type(key) is not str or len(key) > 100 or type(value) is not str:
+                return None
+        params = dict(params)
+    return {"id": id_, "ts": ts, "url": url, "referrer": referrer, "params": params}
 
 
 def rows_of(

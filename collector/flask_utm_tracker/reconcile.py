@@ -44,8 +44,13 @@ def insert_ignore(
         stmt = sa.insert(table).prefix_with("IGNORE")
     if conn.dialect.insert_executemany_returning or len(rows) == 1:
         if conn.dialect.insert_returning:
-            result = conn.execute(stmt.returning(*table.c), list(rows))
-            return [dict(r) for r in result.mappings()]
+            # Only the new ids come back (the rest is what was sent): reading every column
+            # back, JSON included, cost as much as the insert.
+            result = conn.execute(
+                stmt.returning(table.c.id, *(table.c[k] for k in keys)), list(rows)
+            )
+            by_key = {tuple(str(row[k]) for k in keys): row for row in rows}
+            return [{**by_key[tuple(map(str, r[1:]))], "id": r[0]} for r in result]
     conn.execute(stmt, list(rows))
     return [dict(r) for r in rows]
 
