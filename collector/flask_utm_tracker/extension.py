@@ -113,7 +113,11 @@ class UTMTracker:
         from .views import make_blueprint
 
         app.register_blueprint(make_blueprint(self), url_prefix=settings.url_prefix or None)
-        app.after_request(self._after_request)
+
+        def after_request(response: Response) -> Response:
+            return self._after_request(settings, response)
+
+        app.after_request(after_request)  # a plain function: Flask inspects it per request
         # A template global, not a context processor: nothing to run for each render.
         app.add_template_global(self.script_tag, "utm_tracker_script")
         app.cli.add_command(make_cli(self))
@@ -319,13 +323,12 @@ class UTMTracker:
             return None
         return params, referrer
 
-    def _after_request(self, response: Response) -> Response:
+    def _after_request(self, settings: Settings, response: Response) -> Response:
         req = t.cast(Request, request._get_current_object())  # type: ignore[attr-defined]
         endpoint = req.endpoint
         if endpoint is not None and (endpoint == "static" or endpoint.startswith(_OWN_ENDPOINTS)):
             return response
-        settings = self.settings()
-        login = g.pop(_LOGIN, None)
+        login = req.environ.pop(_LOGIN, None)
         # The Cookie header is parsed only when it may hold ours (parsing costs more than the
         # rest of this check together).
         header = req.environ.get("HTTP_COOKIE")
@@ -445,7 +448,8 @@ def is_new_touch(
 def _on_login(sender: Flask, user: t.Any = None, **extra: t.Any) -> None:
     state = sender.extensions.get(EXTENSION)
     if isinstance(state, _AppState):
-        g.setdefault(_LOGIN, (state.tracker.user_id_of(user),))
+        if has_request_context():
+            request.environ.setdefault(_LOGIN, (state.tracker.user_id_of(user),))
 
 
 def _in_session(key: str) -> bool:
