@@ -9,7 +9,7 @@ Each pair (subject, baseline) is measured in alternating rounds (baseline, subje
 subject, ...), so that a change in the machine's load during the run hits both sides alike.
 
 Environment: ``BENCH_POSTGRES`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``),
-``BENCH_SECONDS`` (seconds per round, default 2), ``BENCH_ROUNDS`` (default 6),
+``BENCH_SECONDS`` (seconds per round, default 2), ``BENCH_ROUNDS`` (default 10),
 ``BENCH_WORKERS`` (gunicorn processes of one worker each, default one per core),
 ``BENCH_THREADS`` (threads per worker, default 16), ``BENCH_CONNECTIONS`` (wrk connections in
 all, default 32), ``BENCH_LEADS`` (rows for the report figures, default 1,000,000).
@@ -52,7 +52,7 @@ BIN = Path(sys.executable).parent
 LUA = ROOT / "bench" / "lua"
 PG = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 LEADS = int(os.environ.get("BENCH_LEADS", "1000000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", os.cpu_count() or 2))
 THREADS = int(os.environ.get("BENCH_THREADS", "16"))
@@ -171,6 +171,8 @@ class Load:
     socket_errors: int = 0
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
+    #: The 2xx rate of each round, in order.
+    rounds: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -184,6 +186,7 @@ class Load:
         self.socket_errors += other.socket_errors
         self.p50_ms += other.p50_ms
         self.p99_ms += other.p99_ms
+        self.rounds.append(other.rate)
 
     @property
     def p99(self) -> float:
@@ -262,17 +265,32 @@ def compare(
     seconds: float = SECONDS,
     warmup: float = 2,
 ) -> list[Load]:
-    """Measure each ``(server, path, script, args)`` in alternating rounds; one Load per entry."""
+    """Measure each ``(server, path, script, args)`` in alternating rounds; one Load per entry.
+
+    The order turns round every other round (A B, B A, A B, ...), so that a load on the machine
+    rising or falling through a pair of rounds favours neither side.
+    """
     loads = [Load() for _ in pairs]
     for server, path, script, args in pairs:
         warm = wrk(server, path, script, warmup, args)
         server.acknowledged += warm.ok
-    for _ in range(rounds):
-        for load, (server, path, script, args) in zip(loads, pairs, strict=True):
+    for n in range(rounds):
+        order = list(zip(loads, pairs, strict=True))
+        for load, (server, path, script, args) in order if n % 2 == 0 else order[::-1]:
             got = wrk(server, path, script, seconds, args)
             server.acknowledged += got.ok
             load.add(got)
     return loads
+
+
+def paired_ratio(subject: Load, base: Load) -> float:
+    """The median of the rounds' ratios (each subject round over the baseline round measured
+    beside it): the rates of single rounds on this shared machine move by several percent, and a
+    ratio of two rounds measured seconds apart follows the machine's load less than a ratio of
+    totals does; the median ignores a round that an outside burst of work spoiled.
+    """
+    ratios = [s / b for s, b in zip(subject.rounds, base.rounds, strict=True) if b]
+    return statistics.median(ratios) if ratios else 0.0
 
 
 # -- databases ---------------------------------------------------------------------------------
@@ -336,7 +354,7 @@ class Row:
 def ratio_row(
     what: str, subject: Load, base: Load, floor: float, aim: float | None = None, unit: str = "/s"
 ) -> Row:
-    ratio = subject.rate / base.rate if base.rate else 0.0
+    ratio = paired_ratio(subject, base)
     return Row(
         what,
         f"{subject.rate:,.0f} 2xx{unit}",
@@ -345,8 +363,15 @@ def ratio_row(
         f">= {floor}",
         f"{aim}" if aim else "",
         ratio >= floor,
-        f"p99 {subject.p99:.1f} ms vs {base.p99:.1f} ms",
+        f"p99 {subject.p99:.1f} ms vs {base.p99:.1f} ms; {spread(subject, base)}",
     )
+
+
+def spread(subject: Load, base: Load) -> str:
+    ratios = [s / b for s, b in zip(subject.rounds, base.rounds, strict=True) if b]
+    if not ratios:
+        return ""
+    return f"median of {len(ratios)} rounds' ratios, {min(ratios):.2f} to {max(ratios):.2f}"
 
 
 def ingest_figures(logdir: Path, ablations: bool) -> list[Row]:
