@@ -184,3 +184,20 @@ def test_the_hot_path_stores_what_sqlalchemy_stores(db_url: str) -> None:
     assert hot["click_ids"] == {"gclid": "abc", "fbclid": "xyz"}
     assert hot["custom_tags"] == {"ref": "friend"}
     assert hot["timestamp"].replace(tzinfo=None) == datetime(2025, 6, 15, 15, 6, 40, 123000)
+
+
+def test_a_lone_beacon_does_not_wait_for_company(
+    env: HostApp, client: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader gives other threads turns (each a system call) only when the last write
+    carried several beacons, so a beacon on a quiet site is stored at once."""
+    turns: list[float] = []
+    monkeypatch.setattr(ingest.time, "sleep", turns.append)
+    for n in range(3):
+        assert beacon(client, {"v": f"visitor-{n}", "touches": [touch(n)]}).status_code == 204
+    assert turns == []
+    with env.app.app_context():
+        ingest.group_commit(env.db.engine)._last_batch = 5  # as after a busy moment
+    assert beacon(client, {"v": "visitor-9", "touches": [touch(9)]}).status_code == 204
+    assert turns == [0] * ingest.GATHER_TURNS
+    assert len(touches(env)) == 4
