@@ -85,8 +85,14 @@ class HostApp(t.NamedTuple):
     tracker: UTMTracker
 
 
-def make_app(db_url: str, *, request_loader: bool = True, **config: t.Any) -> HostApp:
-    """A host app as a user writes it: Flask-SQLAlchemy, Flask-Login (session and bearer token)."""
+def make_app(
+    db_url: str, *, request_loader: bool = True, csrf: str | None = None, **config: t.Any
+) -> HostApp:
+    """A host app as a user writes it: Flask-SQLAlchemy, Flask-Login (session and bearer token).
+
+    :param csrf: ``"before"`` or ``"after"``: Flask-WTF's ``CSRFProtect`` registered before or
+        after the tracker.
+    """
     app = Flask(__name__)
     app.config.update(
         {
@@ -121,7 +127,15 @@ def make_app(db_url: str, *, request_loader: bool = True, **config: t.Any) -> Ho
         login_manager.request_loader(load_user_from_request)
 
     db.init_app(app)
+    if csrf == "before":
+        from flask_wtf.csrf import CSRFProtect
+
+        CSRFProtect(app)
     tracker = UTMTracker(app, db=db, user_model=User)
+    if csrf == "after":
+        from flask_wtf.csrf import CSRFProtect
+
+        CSRFProtect(app)
 
     @app.route("/")
     def home() -> str:

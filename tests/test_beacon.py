@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from flask_utm_tracker import cookie as cookies
 
-from .conftest import HostApp
+from .conftest import HostApp, make_app
 from .test_extension import login, rows
 
 VISITOR = "Vis1tor_ABCDEFGHIJKLMN"
@@ -353,3 +353,23 @@ def test_a_beacon_for_another_visitor_keeps_the_cookie(env: HostApp, client: t.A
     assert client.get_cookie("utm_tracker").value == before
     login(client)
     assert sorted(r.source for r in rows(env)) == ["server-side"]
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_csrfprotect_exempts_the_beacon_only(db_url: str, order: str) -> None:
+    """With Flask-WTF's CSRFProtect on the host, registered before or after the tracker, a
+    beacon (which carries no CSRF token) is stored, and the host's own POST views stay
+    protected."""
+    env = make_app(db_url, csrf=order)
+    client = env.app.test_client()
+    assert client.post("/logout").status_code == 400  # the host's view: no token, refused
+    response = beacon(client, {"v": "visitor-1", "touches": [touch(1)]})
+    assert response.status_code == 204
+    assert [t.touch_id for t in touches(env)] == ["touch-1"]
+    # A cross-site beacon is still refused, by the Origin check.
+    response = beacon(
+        client,
+        {"v": "visitor-2", "touches": [touch(2)]},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert response.status_code == 403

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 import typing as t
 from dataclasses import dataclass
 
@@ -122,6 +123,7 @@ class UTMTracker:
         app.add_template_global(self.script_tag, "utm_tracker_script")
         app.cli.add_command(make_cli(self))
         user_logged_in.connect(_on_login)
+        _exempt_from_csrf(app)
 
     def dashboard_permission(self, func: t.Callable[[], bool]) -> t.Callable[[], bool]:
         """Register the function that decides who may open the dashboard (denied by default)::
@@ -443,6 +445,43 @@ def is_new_touch(
         return dict(params) != latest.get("params")
     ts = latest.get("ts")
     return not isinstance(ts, int) or now - ts > timeout * 1000
+
+
+#: The beacon view as Flask-WTF's ``CSRFProtect.exempt`` names views (module and name).
+BEACON_VIEW = "flask_utm_tracker.views.beacon"
+
+
+def _exempt_from_csrf(app: Flask) -> None:
+    """Exempt the beacon from Flask-WTF's ``CSRFProtect``, registered before or after us.
+
+    A beacon carries no CSRF token (``sendBeacon`` cannot set headers, and landing pages are
+    often cached), so ``CSRFProtect`` would answer every one with 400 and the snippet would
+    drop them. Cross-site beacons are refused by the ``Origin`` check instead. When
+    ``CSRFProtect`` is not registered yet, the app's first request does it, in a
+    ``before_request`` hook that runs before ``CSRFProtect``'s own and then removes itself (by
+    then every extension of the app is registered).
+    """
+
+    def exempt() -> bool:
+        csrf = app.extensions.get("csrf")
+        if csrf is None or not callable(getattr(csrf, "exempt", None)):
+            return False
+        csrf.exempt(BEACON_VIEW)
+        return True
+
+    if exempt():
+        return
+    lock = threading.Lock()
+
+    def exempt_once() -> None:
+        with lock:
+            funcs = app.before_request_funcs.get(None, [])
+            if exempt_once in funcs:
+                exempt()
+                # A new list, not a removal: Flask may be iterating the old one right now.
+                app.before_request_funcs[None] = [f for f in funcs if f is not exempt_once]
+
+    app.before_request_funcs.setdefault(None, []).insert(0, exempt_once)
 
 
 def _on_login(sender: Flask, user: t.Any = None, **extra: t.Any) -> None:
