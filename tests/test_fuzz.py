@@ -16,7 +16,7 @@ import typing as t
 import schemathesis
 import sqlalchemy as sa
 from flask_utm_tracker import cookie as cookies
-from flask_utm_tracker.params import MAX_VALUE_LENGTH, TRACKED, from_url, normalize
+from flask_utm_tracker.params import MAX_VALUE_LENGTH, TRACKED, from_query, from_url, normalize
 from flask_utm_tracker.schemas import BeaconSchema
 from flask_utm_tracker.touches import Context, fields
 from hypothesis import HealthCheck, given, settings
@@ -87,6 +87,45 @@ def test_normalize_keeps_only_clean_tracked_values(pairs: list[tuple[t.Any, t.An
         value.encode("utf-8")  # no lone surrogates
         if key.startswith("utm_"):
             assert value == value.lower()
+
+
+_valid_text = st.text(st.characters(codec="utf-8"), max_size=300)
+
+
+@given(
+    st.lists(
+        st.tuples(st.one_of(st.sampled_from(sorted(TRACKED)), _valid_text), _valid_text),
+        max_size=12,
+    ),
+    st.sampled_from([(), ("ref",)]),
+)
+def test_the_raw_query_reads_as_request_args_do(
+    pairs: list[tuple[str, str]], custom: tuple[str, ...]
+) -> None:
+    """The request hook reads the raw QUERY_STRING (``from_query``); it keeps what ``normalize``
+    keeps from werkzeug's ``request.args`` for the same URL."""
+    from urllib.parse import urlencode
+
+    from flask import Flask, request
+
+    query = urlencode(pairs)
+    with Flask(__name__).test_request_context("/?" + query):
+        expected = normalize(request.args.items(multi=True), custom)
+    assert from_query(query, custom) == expected
+
+
+def test_invalid_utf8_in_the_query_reads_as_the_snippet_reads_it() -> None:
+    """Bytes that are not UTF-8 become U+FFFD, as the snippet's URLSearchParams makes them (so
+    both halves see the same touch); werkzeug's request.args would keep them percent-encoded."""
+    assert from_query("utm_source=%ED%A0%80x") == {"utm_source": "\ufffd\ufffd\ufffdx"}
+    raw = "utm_source=caf\u00c3\u00a9"  # "café" sent unencoded: UTF-8 bytes as WSGI latin-1
+    assert from_query(raw) == {"utm_source": "caf\u00e9"}
+
+
+@given(st.text(max_size=2000))
+def test_from_query_never_raises(query: str) -> None:
+    assert isinstance(from_query(query), dict)
+    assert isinstance(from_query(query.encode("utf-8", "surrogatepass").decode("latin-1")), dict)
 
 
 @given(st.text(max_size=2000))
