@@ -289,8 +289,12 @@ def paired_ratio(subject: Load, base: Load) -> float:
     ratio of two rounds measured seconds apart follows the machine's load less than a ratio of
     totals does; the median ignores a round that an outside burst of work spoiled.
     """
-    ratios = [s / b for s, b in zip(subject.rounds, base.rounds, strict=True) if b]
+    ratios = round_ratios(subject, base)
     return statistics.median(ratios) if ratios else 0.0
+
+
+def round_ratios(subject: Load, base: Load) -> list[float]:
+    return [s / b for s, b in zip(subject.rounds, base.rounds, strict=True) if b]
 
 
 # -- databases ---------------------------------------------------------------------------------
@@ -368,7 +372,7 @@ def ratio_row(
 
 
 def spread(subject: Load, base: Load) -> str:
-    ratios = [s / b for s, b in zip(subject.rounds, base.rounds, strict=True) if b]
+    ratios = round_ratios(subject, base)
     if not ratios:
         return ""
     return f"median of {len(ratios)} rounds' ratios, {min(ratios):.2f} to {max(ratios):.2f}"

@@ -21,6 +21,9 @@ import re
 import typing as t
 from dataclasses import dataclass, field
 
+if t.TYPE_CHECKING:
+    from werkzeug.wrappers import Request
+
 #: Longest encoded value written (browsers keep 4,096 bytes per cookie, attributes included).
 MAX_LENGTH = 3800
 #: Longest encoded value read; anything longer is ignored.
@@ -38,6 +41,13 @@ class CookieState:
     visitor_id: str
     pending: list[dict[str, t.Any]] = field(default_factory=list)
     latest: dict[str, t.Any] | None = None
+
+
+def from_request(req: Request, name: str) -> str | None:
+    """The value of cookie ``name`` on ``req``; the ``Cookie`` header is parsed only when the
+    name appears in it (parsing costs more than the rest of a plain request's tracking)."""
+    header = req.environ.get("HTTP_COOKIE")
+    return req.cookies.get(name) if header and name in header else None
 
 
 def valid_id(value: t.Any) -> bool:

@@ -203,11 +203,8 @@ class UTMTracker:
             and getattr(manager, "_request_callback", True) is None
             and g.get("_login_user") is None
         ):
-            header = request.environ.get("HTTP_COOKIE")
             remember = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
-            if not _in_session("_user_id") and not (
-                header and remember in header and remember in request.cookies
-            ):
+            if not _in_session("_user_id") and cookies.from_request(request, remember) is None:
                 return None  # no request loader, no remember cookie, no user in the session
         from flask_login import current_user
 
@@ -331,14 +328,7 @@ class UTMTracker:
         if endpoint is not None and (endpoint == "static" or endpoint.startswith(_OWN_ENDPOINTS)):
             return response
         login = req.environ.pop(_LOGIN, None)
-        # The Cookie header is parsed only when it may hold ours (parsing costs more than the
-        # rest of this check together).
-        header = req.environ.get("HTTP_COOKIE")
-        value = (
-            req.cookies.get(settings.cookie_name)
-            if header and settings.cookie_name in header
-            else None
-        )
+        value = cookies.from_request(req, settings.cookie_name)
         candidate = self._candidate(settings, req) if response.status_code < 500 else None
         stashed = _has_stash()
         if candidate is None and not value and not stashed and login is None:

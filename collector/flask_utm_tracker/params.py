@@ -89,7 +89,7 @@ def from_query(query: str, custom_tags: tuple[str, ...] = ()) -> dict[str, str]:
         return {}
     try:
         query = query.encode("latin-1").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # already text (not from a WSGI environ)
+    except UnicodeEncodeError:  # characters past latin-1: not a WSGI string, read as text
         pass
     return normalize(parse_qsl(query), custom_tags)
 

@@ -176,9 +176,7 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
     context = tracker.context(settings)
     rows = ingest.rows_of(beacon["touches"], context, visitor_id)
 
-    state = (
-        cookies.decode(req.cookies.get(settings.cookie_name)) if "HTTP_COOKIE" in environ else None
-    )
+    state = cookies.decode(cookies.from_request(req, settings.cookie_name))
     # The cookie's visitor wins: a beacon naming another one never overwrites its pending touches.
     own_cookie = state is None or state.visitor_id == visitor_id
     if state is None or not own_cookie:
