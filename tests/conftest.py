@@ -86,12 +86,22 @@ class HostApp(t.NamedTuple):
 
 
 def make_app(
-    db_url: str, *, request_loader: bool = True, csrf: str | None = None, **config: t.Any
+    db_url: str,
+    *,
+    request_loader: bool = False,
+    csrf: str | None = None,
+    before_tracker: t.Callable[[Flask], None] | None = None,
+    **config: t.Any,
 ) -> HostApp:
-    """A host app as a user writes it: Flask-SQLAlchemy, Flask-Login (session and bearer token).
+    """A host app as a user writes it: Flask-SQLAlchemy, Flask-Login with a user loader.
 
+    :param request_loader: also a Flask-Login request loader (a bearer token). Without one, a
+        new visitor's beacon takes the beacon lane (:mod:`flask_utm_tracker.lane`) from the
+        app's second request on.
     :param csrf: ``"before"`` or ``"after"``: Flask-WTF's ``CSRFProtect`` registered before or
         after the tracker.
+    :param before_tracker: called with the app just before the tracker is registered (to wrap
+        ``app.wsgi_app`` in a middleware first, say).
     """
     app = Flask(__name__)
     app.config.update(
@@ -131,6 +141,8 @@ def make_app(
         from flask_wtf.csrf import CSRFProtect
 
         CSRFProtect(app)
+    if before_tracker is not None:
+        before_tracker(app)
     tracker = UTMTracker(app, db=db, user_model=User)
     if csrf == "after":
         from flask_wtf.csrf import CSRFProtect

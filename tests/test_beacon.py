@@ -81,7 +81,8 @@ def test_authenticated_beacon_by_session(env: HostApp, client: t.Any) -> None:
     assert row.touch_id == "touch-1"
 
 
-def test_authenticated_beacon_by_bearer_token(env: HostApp) -> None:
+def test_authenticated_beacon_by_bearer_token(db_url: str) -> None:
+    env = make_app(db_url, request_loader=True)
     client = env.app.test_client()
     login(client, "spa@example.com")
     with env.app.app_context():

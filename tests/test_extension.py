@@ -346,7 +346,7 @@ def test_database_cascade_deletes_lead_sources(env: HostApp, client: t.Any) -> N
 
 
 def test_capturing_an_anonymous_landing_runs_no_query(db_url: str) -> None:
-    env = make_app(db_url, request_loader=False)
+    env = make_app(db_url)
     client = env.app.test_client()
     statements: list[str] = []
     with env.app.app_context():

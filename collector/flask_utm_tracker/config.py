@@ -54,6 +54,9 @@ RATE_LIMIT = "60/minute;600/hour"
 RATE_LIMIT_STORAGE = "memory://"
 #: Acknowledge beacons from crawlers (crawlerdetect) with 204 and store nothing.
 DROP_BOTS = True
+#: Answer a new visitor's beacon before Flask's request context when Flask would run nothing
+#: else for it (see :mod:`flask_utm_tracker.lane`); ``False`` sends every beacon through Flask.
+BEACON_LANE = True
 
 DEFAULTS: dict[str, t.Any] = {
     PREFIX + name: value
@@ -98,6 +101,7 @@ class Settings:
     rate_limit: str
     rate_limit_storage: str
     drop_bots: bool
+    beacon_lane: bool
 
 
 def _as_list(key: str, value: t.Any) -> tuple[str, ...]:
@@ -178,4 +182,5 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
         rate_limit=str(get("RATE_LIMIT") or ""),
         rate_limit_storage=str(get("RATE_LIMIT_STORAGE") or "memory://"),
         drop_bots=bool(get("DROP_BOTS")),
+        beacon_lane=bool(get("BEACON_LANE")),
     )

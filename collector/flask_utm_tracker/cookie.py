@@ -21,6 +21,8 @@ import re
 import typing as t
 from dataclasses import dataclass, field
 
+from werkzeug.http import parse_cookie
+
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Request
 
@@ -48,6 +50,11 @@ def from_request(req: Request, name: str) -> str | None:
     name appears in it (parsing costs more than the rest of a plain request's tracking)."""
     header = req.environ.get("HTTP_COOKIE")
     return req.cookies.get(name) if header and name in header else None
+
+
+def from_header(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header, as :func:`from_request` reads it."""
+    return parse_cookie(header).get(name) if name in header else None
 
 
 def valid_id(value: t.Any) -> bool:

@@ -119,6 +119,15 @@ class UTMTracker:
             return self._after_request(settings, response)
 
         app.after_request(after_request)  # a plain function: Flask inspects it per request
+        if settings.beacon_lane:
+            from . import lane
+
+            if not lane.install(app, self, after_request):
+                logger.info(
+                    "The beacon lane is off: app.wsgi_app is wrapped by a middleware other than"
+                    " ProxyFix, or the Flask class overrides request dispatch. Register"
+                    " UTMTracker before wrapping app.wsgi_app to have it."
+                )
         # A template global, not a context processor: nothing to run for each render.
         app.add_template_global(self.script_tag, "utm_tracker_script")
         app.cli.add_command(make_cli(self))
@@ -176,14 +185,19 @@ class UTMTracker:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def context(self, settings: Settings) -> Context:
-        """What :func:`~flask_utm_tracker.touches.fields` needs to know about this request."""
+    def context(self, settings: Settings, host: str | None = None) -> Context:
+        """What :func:`~flask_utm_tracker.touches.fields` needs to know about this request.
+
+        :param host: the request's host (default: ``request.host``).
+        """
         excluded = settings.excluded_referrers
         if settings.cookie_domain:
             excluded = (*excluded, settings.cookie_domain.lstrip(".").lower())
+        if host is None:
+            host = request.host
         return Context(
             custom_tags=settings.custom_tags,
-            site_hosts=(request.host.rsplit(":", 1)[0].lower(), *settings.site_hosts),
+            site_hosts=(host.rsplit(":", 1)[0].lower(), *settings.site_hosts),
             excluded=excluded,
         )
 
@@ -225,9 +239,15 @@ class UTMTracker:
         """Write the visitor cookie on ``response``."""
         if settings is None:
             settings = self.settings()
+        scheme = request.environ.get("wsgi.url_scheme", "http")
+        response.headers.add("Set-Cookie", self.cookie_header(state, settings, scheme))
+
+    @staticmethod
+    def cookie_header(state: cookies.CookieState, settings: Settings, scheme: str) -> str:
+        """The ``Set-Cookie`` value of the visitor cookie, on a request made over ``scheme``."""
         secure = settings.cookie_secure
         if secure is None:
-            secure = request.environ.get("wsgi.url_scheme") == "https"
+            secure = scheme == "https"
         # RFC 6265 section 4.1 by hand: the value is base64url and the name and domain were
         # checked by load_settings, so nothing needs quoting, and this is a fifth of the cost of
         # werkzeug's dump_cookie (whose Expires date Max-Age makes redundant). Not HttpOnly:
@@ -240,7 +260,7 @@ class UTMTracker:
             header += f"; Domain={settings.cookie_domain}"
         if secure:
             header += "; Secure"
-        response.headers.add("Set-Cookie", header)
+        return header
 
     def rows_of(
         self, raws: t.Iterable[t.Any], context: Context, visitor_id: str | None

@@ -13,7 +13,7 @@ from flask import Blueprint, Request, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from . import cookie as cookies
-from . import ingest
+from . import ingest, lane
 from .schemas import MAX_BODY, BeaconSchema
 from .signals import touch_recorded
 
@@ -161,7 +161,10 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
     state_ = tracker.state()
     settings = state_.settings
     environ = req.environ
-    wait = state_.limiter.hit(req.remote_addr or "")
+    # The beacon lane may have counted this beacon already, or failed to store it.
+    wait = environ.pop(lane.RATE_LIMITED, None)
+    if wait is None:
+        wait = state_.limiter.hit(req.remote_addr or "")
     if wait is not None:
         response = error_response(429, "Too many beacons from this client; retry later.")
         response.headers["Retry-After"] = str(wait)
@@ -193,6 +196,8 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
                 raise BeaconError(503, "The database is unavailable; the beacon was not stored.")
             state.pending = []
             stored = rows
+        elif environ.pop(lane.UNAVAILABLE, False):
+            raise BeaconError(503, "The database is unavailable; the beacon was not stored.")
         else:
             # Anonymous: committed together with the beacons of concurrent requests.
             engine = tracker.db.engine

@@ -1,0 +1,305 @@
+"""The beacon lane: a new visitor's beacon answered before Flask builds a request context.
+
+About a third of a beacon's cost in a typical host app is Flask's own machinery, which a beacon
+from a visitor with no session has no use for: the request and app contexts, the signed session,
+URL matching, the hooks, the response object. The lane is a WSGI middleware that
+:meth:`~flask_utm_tracker.UTMTracker.init_app` puts directly around the Flask app's own
+``wsgi_app`` (inside ``ProxyFix`` and any middleware added later). It answers
+``POST <UTM_TRACKER_URL_PREFIX>/beacon`` itself only when Flask would run nothing for it but
+the beacon view, and only on the view's success path: the same validation, fields, per-visitor
+cap, group commit and visitor cookie as the view, hence the same rows and the same 204.
+
+Everything else goes to Flask unchanged (the body the lane read is handed back as it was):
+
+- a request that carries the host's session cookie or Flask-Login's remember cookie, an app
+  with a Flask-Login request loader, or ``touch_recorded`` receivers (the view handles users and
+  signals);
+- an app with any ``before_request``, ``after_request``, ``teardown_request``,
+  ``teardown_appcontext`` function or URL value preprocessor, app-wide or on the blueprint, other
+  than ones known to do nothing for an anonymous beacon (the tracker's own hook, Flask-Login's
+  remember-cookie refresh, Flask-WTF's CSRF check with the beacon exempted, Flask-SQLAlchemy's
+  session removal), or with receivers of Flask's request and app-context signals (APM tools):
+  so a host's IP ban, maintenance mode or Flask-Limiter default limits still apply to beacons;
+- a Flask subclass that overrides how a request is dispatched, another request, response or
+  session class, ``TRUSTED_HOSTS``, host or subdomain matching, another view at the beacon's
+  route;
+- anything the view answers with other than 204: a cross-origin or preflight request, ``Sec-GPC``,
+  a crawler, an invalid, oversized or chunked body, a beacon the plain-Python check does not
+  accept (marshmallow gives the 400 message), a rate-limited client (the limit is counted once,
+  here, and the view answers 429), a failed write (the view answers 503 without writing again).
+
+``UTM_TRACKER_BEACON_LANE = False`` turns it off.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import typing as t
+
+import flask
+import flask.signals
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.wsgi import get_host
+
+from . import cookie as cookies
+from . import ingest
+from .schemas import MAX_BODY
+from .signals import touch_recorded
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .extension import UTMTracker
+
+#: Environ keys by which the lane tells the view what it already did.
+RATE_LIMITED = "flask_utm_tracker.lane.retry_after"
+UNAVAILABLE = "flask_utm_tracker.lane.unavailable"
+ENDPOINT = "utm_tracker.beacon"
+_BLUEPRINT = "utm_tracker"
+
+#: Flask methods on a request's way; a subclass overriding one of them gets no lane.
+_DISPATCH = (
+    "wsgi_app",
+    "request_context",
+    "app_context",
+    "full_dispatch_request",
+    "preprocess_request",
+    "dispatch_request",
+    "finalize_request",
+    "make_response",
+    "process_response",
+    "do_teardown_request",
+    "do_teardown_appcontext",
+    "create_url_adapter",
+)
+#: Flask's signals sent for every request; a receiver (an APM tool, say) gets no lane.
+_SIGNALS = (
+    flask.signals.request_started,
+    flask.signals.request_finished,
+    flask.signals.request_tearing_down,
+    flask.signals.got_request_exception,
+    flask.signals.appcontext_pushed,
+    flask.signals.appcontext_popped,
+    flask.signals.appcontext_tearing_down,
+)
+#: Hooks of other extensions that do nothing for a beacon of a visitor with no session and no
+#: remember cookie (module, qualified name).
+_LOGIN_REFRESH = ("flask_login.login_manager", "LoginManager._update_remember_cookie")
+_CSRF_CHECK = ("flask_wtf.csrf", "CSRFProtect.init_app.<locals>.csrf_protect")
+_SESSION_REMOVAL = ("flask_sqlalchemy.extension", "SQLAlchemy._teardown_session")
+
+
+def _name(func: t.Any) -> tuple[str, str]:
+    func = getattr(func, "__func__", func)
+    return getattr(func, "__module__", ""), getattr(func, "__qualname__", "")
+
+
+def install(app: Flask, tracker: UTMTracker, own_hook: t.Callable[..., t.Any]) -> bool:
+    """Put the lane directly around ``app``'s own ``wsgi_app`` (through ``ProxyFix`` layers).
+
+    :return: whether it was installed (not when ``app.wsgi_app`` is already wrapped by another
+        middleware, which the lane would otherwise bypass, nor for a Flask subclass that
+        overrides a dispatch method).
+    """
+    cls = type(app)
+    if any(getattr(cls, name) is not getattr(Flask, name) for name in _DISPATCH):
+        return False
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    parent: t.Any = None
+    inner: t.Any = app.wsgi_app
+    while isinstance(inner, ProxyFix):
+        parent, inner = inner, inner.app
+    if getattr(inner, "__self__", None) is not app or getattr(inner, "__func__", None) is not (
+        Flask.wsgi_app
+    ):
+        return False
+    lane = BeaconLane(app, tracker, inner, own_hook)
+    if parent is None:
+        app.wsgi_app = lane
+    else:
+        parent.app = lane
+    return True
+
+
+class BeaconLane:
+    """The WSGI middleware; see the module's documentation."""
+
+    def __init__(
+        self,
+        app: Flask,
+        tracker: UTMTracker,
+        wsgi_app: WSGIApplication,
+        own_hook: t.Callable[..., t.Any],
+    ) -> None:
+        self.app = app
+        self.tracker = tracker
+        self.wsgi_app = wsgi_app
+        self.own_hook = own_hook
+        settings = tracker.settings(app)
+        self.path = f"{settings.url_prefix.rstrip('/')}/beacon"
+        self._ready: bool | None = None  # the route and the engine, checked after 1st request
+        self._view: t.Any = None
+        self._engine: t.Any = None
+        self._harmless: dict[t.Any, bool] = {}
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Any:
+        if environ.get("PATH_INFO") != self.path or environ.get("REQUEST_METHOD") != "POST":
+            return self.wsgi_app(environ, start_response)
+        try:
+            answered = self._beacon(environ, start_response)
+        except Exception:  # the view does it again, and answers as it does
+            answered = None
+        if answered is None:
+            return self.wsgi_app(environ, start_response)
+        return answered
+
+    # -- when the lane may answer ----------------------------------------------------------------
+
+    def _prepare(self) -> bool:
+        """Once, after the app's first request (when its setup is finished): whether the
+        beacon's route is ours and plain, and the engine to write with."""
+        app = self.app
+        if app.url_map.host_matching or app.subdomain_matching:
+            return False
+        try:
+            endpoint, args = app.url_map.bind("localhost").match(self.path, "POST")
+        except Exception:
+            return False
+        if endpoint != ENDPOINT or args:
+            return False
+        self._view = app.view_functions.get(ENDPOINT)
+        with app.app_context():
+            self._engine = self.tracker.db.engine
+        return True
+
+    def _is_harmless(self, func: t.Any) -> bool:
+        known = self._harmless.get(func)
+        if known is None:
+            name = _name(func)
+            known = func is self.own_hook or name in (_LOGIN_REFRESH, _SESSION_REMOVAL)
+            if name == _CSRF_CHECK:
+                csrf = self.app.extensions.get("csrf")
+                from .extension import BEACON_VIEW
+
+                known = BEACON_VIEW in getattr(csrf, "_exempt_views", ())
+            self._harmless[func] = known
+        return known
+
+    def _transparent(self) -> bool:
+        """Whether Flask would run nothing for an anonymous beacon but the view (checked on
+        every beacon: hooks and receivers can be added at any time)."""
+        app = self.app
+        for hooks in (app.before_request_funcs, app.after_request_funcs):
+            for key in (None, _BLUEPRINT):
+                for func in hooks.get(key, ()):
+                    if not self._is_harmless(func):
+                        return False
+        for key in (None, _BLUEPRINT):
+            if app.teardown_request_funcs.get(key) or app.url_value_preprocessors.get(key):
+                return False
+        for func in app.teardown_appcontext_funcs:
+            if not self._is_harmless(func):
+                return False
+        for signal in _SIGNALS:
+            if signal.receivers and signal.has_receivers_for(app):
+                return False
+        if touch_recorded.receivers and touch_recorded.has_receivers_for(app):
+            return False
+        config = app.config
+        if config.get("TRUSTED_HOSTS"):
+            return False
+        return (
+            app.request_class is flask.Request
+            and app.response_class is flask.Response
+            and type(app.session_interface) is SecureCookieSessionInterface
+            and app.view_functions.get(ENDPOINT) is self._view
+            and getattr(getattr(app, "login_manager", None), "_request_callback", None) is None
+        )
+
+    # -- the beacon --------------------------------------------------------------------------
+
+    def _beacon(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Any:
+        """The 204 of a stored beacon, or ``None`` to let Flask answer."""
+        app = self.app
+        if self._ready is None:
+            if not getattr(app, "_got_first_request", False):
+                return None
+            self._ready = self._prepare()
+        if not self._ready or not self._transparent():
+            return None
+        state = self.tracker.state(app)
+        settings = state.settings
+        header = environ.get("HTTP_COOKIE", "")
+        if header and (
+            app.config.get("SESSION_COOKIE_NAME", "session") in header
+            or app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in header
+        ):
+            return None  # maybe a user: the view asks Flask-Login
+        host = get_host(environ)
+        scheme = environ.get("wsgi.url_scheme", "http")
+        origin = environ.get("HTTP_ORIGIN")
+        if origin and origin != f"{scheme}://{host}":
+            return None  # cross-origin: the view checks the allow-list and answers with CORS
+        if settings.respect_gpc and environ.get("HTTP_SEC_GPC") == "1":
+            return None
+        if settings.drop_bots and ingest.is_bot(environ.get("HTTP_USER_AGENT")):
+            return None
+        mimetype = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+        if mimetype not in ("", "text/plain", "application/json"):
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return None  # chunked or invalid: the view reads it
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        if not 0 < length <= MAX_BODY or (limit is not None and length > limit):
+            return None
+        body = environ["wsgi.input"].read(length)
+        # From here on the view must be able to read the body again.
+        environ["wsgi.input"] = io.BytesIO(body)
+        if len(body) != length:
+            return None
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError):
+            return None
+        beacon = ingest.plain_beacon(data) if isinstance(data, dict) else None
+        if beacon is None:
+            return None  # marshmallow decides, with its messages
+        wait = state.limiter.hit(environ.get("REMOTE_ADDR") or "")
+        if wait is not None:
+            environ[RATE_LIMITED] = wait
+            return None
+        visitor_id: str = beacon["v"]
+        tracker = self.tracker
+        rows = ingest.rows_of(beacon["touches"], tracker.context(settings, host), visitor_id)
+        value = cookies.from_header(header, settings.cookie_name) if header else None
+        cookie = cookies.decode(value)
+        if cookie is not None and cookie.visitor_id != visitor_id:
+            cookie = None  # the cookie's visitor wins: its cookie is left alone
+        elif cookie is None:
+            cookie = cookies.CookieState(visitor_id)
+        if rows:
+            try:
+                ingest.group_commit(self._engine).store(
+                    self._engine,
+                    tracker.Touch.__table__,
+                    settings.max_touches_per_visitor,
+                    visitor_id,
+                    rows,
+                    returning=False,
+                )
+            except ingest.StoreError:
+                environ[UNAVAILABLE] = True
+                return None
+        # The view's 204, with the Vary that Flask adds there once the session was looked at
+        # (the answer depends on the Cookie header).
+        headers = [("Content-Type", "text/html; charset=utf-8")]
+        if cookie is not None:
+            headers.append(("Set-Cookie", tracker.cookie_header(cookie, settings, scheme)))
+        headers.append(("Vary", "Cookie"))
+        start_response("204 NO CONTENT", headers)
+        return []
