@@ -17,7 +17,7 @@ bench/README.md tells hosts to do: the extension does not change the host's dura
 Knobs for the ablations of ``bench/run.py --ablations``: ``BENCH_SQLITE_PRAGMAS=0`` leaves SQLite
 in its default rollback journal with ``synchronous=FULL``; ``BENCH_MAX_BATCH=1`` turns group
 commit off (one commit per beacon); ``BENCH_GATHER_TURNS`` sets how many turns a leader gives
-the other threads before writing.
+the other threads before writing; ``BENCH_LANE=0`` turns the beacon lane off.
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def make_host(tracked: bool, db_url: str) -> tuple[Flask, t.Any, t.Any]:
     )
     if tracked:
         app.config.update(UTM_TRACKER_RATE_LIMIT="")  # the limiter is not what is measured
+        if os.environ.get("BENCH_LANE") == "0":
+            app.config.update(UTM_TRACKER_BEACON_LANE=False)
     db = SQLAlchemy()
 
     class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]

@@ -404,6 +404,8 @@ def ingest_figures(logdir: Path, ablations: bool) -> list[Row]:
                     {"BENCH_SQLITE_PRAGMAS": "0"},
                 ),
                 Server("postgresql-no-group-commit", "tracked", pg_url, {"BENCH_MAX_BATCH": "1"}),
+                Server("sqlite-no-lane", "tracked", sqlite_url, {"BENCH_LANE": "0"}),
+                Server("postgresql-no-lane", "tracked", pg_url, {"BENCH_LANE": "0"}),
             ]
         servers = [bare, lite, pg, *extra]
         try:
@@ -431,10 +433,8 @@ def ingest_figures(logdir: Path, ablations: bool) -> list[Row]:
         checks = [(lite, sqlite_url), (pg, pg_url)]
         for server, url in checks:
             stored = count_touches(url)
-            if ablations and server is pg:
-                acknowledged = server.acknowledged + extra[2].acknowledged
-            else:
-                acknowledged = server.acknowledged
+            # Every server writing to this database.
+            acknowledged = sum(s.acknowledged for s in servers if s.db == url)
             rows.append(
                 Row(
                     f"acknowledged beacons stored, {server.name}",

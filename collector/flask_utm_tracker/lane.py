@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import typing as t
 
 import flask
@@ -53,9 +54,11 @@ if t.TYPE_CHECKING:
 
     from .extension import UTMTracker
 
-#: Environ keys by which the lane tells the view what it already did.
-RATE_LIMITED = "flask_utm_tracker.lane.retry_after"
+#: Environ keys by which the lane tells the view what it already did: counted the beacon
+#: against the rate limit (the value: ``None``, or the seconds to wait), failed to store it.
+RATE_COUNTED = "flask_utm_tracker.lane.rate_limit"
 UNAVAILABLE = "flask_utm_tracker.lane.unavailable"
+logger = logging.getLogger("flask_utm_tracker")
 ENDPOINT = "utm_tracker.beacon"
 _BLUEPRINT = "utm_tracker"
 
@@ -151,6 +154,7 @@ class BeaconLane:
         try:
             answered = self._beacon(environ, start_response)
         except Exception:  # the view does it again, and answers as it does
+            logger.exception("The beacon lane failed; the beacon goes through Flask.")
             answered = None
         if answered is None:
             return self.wsgi_app(environ, start_response)
@@ -269,9 +273,8 @@ class BeaconLane:
         beacon = ingest.plain_beacon(data) if isinstance(data, dict) else None
         if beacon is None:
             return None  # marshmallow decides, with its messages
-        wait = state.limiter.hit(environ.get("REMOTE_ADDR") or "")
+        wait = environ[RATE_COUNTED] = state.limiter.hit(environ.get("REMOTE_ADDR") or "")
         if wait is not None:
-            environ[RATE_LIMITED] = wait
             return None
         visitor_id: str = beacon["v"]
         tracker = self.tracker

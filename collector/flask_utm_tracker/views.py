@@ -162,8 +162,9 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
     settings = state_.settings
     environ = req.environ
     # The beacon lane may have counted this beacon already, or failed to store it.
-    wait = environ.pop(lane.RATE_LIMITED, None)
-    if wait is None:
+    if lane.RATE_COUNTED in environ:
+        wait = environ.pop(lane.RATE_COUNTED)
+    else:
         wait = state_.limiter.hit(req.remote_addr or "")
     if wait is not None:
         response = error_response(429, "Too many beacons from this client; retry later.")
