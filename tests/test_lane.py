@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import typing as t
 
+import flask
 import pytest
 import sqlalchemy as sa
 from flask import Flask, Response, request_started
 from flask_utm_tracker import cookie as cookies
+from flask_utm_tracker import lane
 from flask_utm_tracker.lane import BeaconLane
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -292,3 +294,169 @@ def test_the_lane_can_be_turned_off(db_url: str) -> None:
     response = beacon(env.app.test_client(), json.dumps({"v": VISITOR, "touches": [touch(1)]}))
     assert response.status_code == 204
     assert [t_.touch_id for t_ in touches(env)] == ["touch-1"]
+
+
+def test_a_host_wrapper_around_the_view_still_runs(db_url: str) -> None:
+    env = make_app(db_url)
+    view = env.app.view_functions["utm_tracker.beacon"]
+
+    def no_store(*args: t.Any, **kwargs: t.Any) -> t.Any:  # no functools.wraps, on purpose
+        response = view(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    env.app.view_functions["utm_tracker.beacon"] = no_store
+    dispatched = ready(env)
+    response = beacon(env.app.test_client(), {"v": VISITOR, "touches": [touch(1)]})
+    assert response.status_code == 204
+    assert response.headers["Cache-Control"] == "no-store"
+    assert dispatched.beacons == 1
+
+
+def test_no_lane_when_flask_dispatch_is_overridden_or_patched(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    original = Flask.full_dispatch_request
+
+    @functools.wraps(original)
+    def traced(self: Flask) -> t.Any:  # what an APM agent does to the class
+        return original(self)
+
+    monkeypatch.setattr(Flask, "full_dispatch_request", traced)
+    env = make_app(db_url)
+    assert not isinstance(env.app.wsgi_app, BeaconLane)
+    monkeypatch.undo()
+
+    class Timed(Flask):
+        def ensure_sync(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+            return super().ensure_sync(func)
+
+    app = Timed(__name__)
+    assert not lane.install(app, env.tracker, lambda response: response)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "status"),
+    [("trusted_hosts", ["www.example.com"], 400), ("max_content_length", 100, 413)],
+)
+def test_settings_on_flask_request_class_hold_for_beacons(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, attribute: str, value: t.Any, status: int
+) -> None:
+    env = make_app(db_url)
+    dispatched = ready(env)
+    monkeypatch.setattr(flask.Request, attribute, value)
+    response = beacon(env.app.test_client(), {"v": VISITOR, "touches": [touch(1)]})
+    assert response.status_code == status
+    assert dispatched.beacons == 1
+    assert touches(env) == []
+
+
+def test_bodies_read_as_werkzeug_reads_them(db_url: str) -> None:
+    env = make_app(db_url)
+    dispatched = ready(env)
+    client = env.app.test_client()
+    body = json.dumps({"v": VISITOR, "touches": [touch(1)]})
+    signed = beacon(client, body, environ_overrides={"CONTENT_LENGTH": f"+{len(body)}"})
+    assert signed.status_code == 400  # werkzeug reads no body for a signed length
+    chunked = beacon(
+        client,
+        body,
+        environ_overrides={"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True},
+    )
+    assert chunked.status_code == 204  # the length is ignored, the whole body read
+    assert dispatched.beacons == 2
+    assert [t_.touch_id for t_ in touches(env)] == ["touch-1"]
+
+
+def test_flask_login_refreshing_the_remember_cookie_goes_through_flask(db_url: str) -> None:
+    env = make_app(db_url, REMEMBER_COOKIE_REFRESH_EACH_REQUEST=True)
+    dispatched = ready(env)
+    client = env.app.test_client()
+    client.set_cookie("session", "stale")
+    response = beacon(client, {"v": VISITOR, "touches": [touch(1)]})
+    assert response.status_code == 204
+    assert any(c.startswith("session=;") for c in response.headers.getlist("Set-Cookie"))
+    assert dispatched.beacons == 1
+
+
+def test_a_test_client_keeping_the_context_sees_the_beacon_request(db_url: str) -> None:
+    env = make_app(db_url)
+    ready(env)
+    with env.app.test_client() as client:
+        assert beacon(client, {"v": VISITOR, "touches": [touch(1)]}).status_code == 204
+        assert flask.request.path == "/utm/beacon"
+
+
+def test_odd_cookies_are_read_as_the_view_reads_them(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = make_app(db_url)
+    dispatched = ready(env)
+    client = env.app.test_client()
+    own = cookies.encode(cookies.CookieState(VISITOR))
+    # The environ holds the header as latin-1: a UTF-8 byte of another cookie is not UTF-8 here.
+    header = f"legacy=caf\xe9; utm_tracker={own}"
+    response = beacon(
+        client, {"v": VISITOR, "touches": [touch(1)]}, environ_overrides={"HTTP_COOKIE": header}
+    )
+    assert response.status_code == 204
+    assert dispatched.beacons == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_deeply_nested_cookie_comes_back_flat(db_url: str) -> None:
+    import base64
+
+    # Deep lists in a cookie the client controls (written by hand: nearer to the recursion limit).
+    nested = "[" * 700 + '"x"' + "]" * 700
+    raw = (
+        f'{{"v":"{VISITOR}","l":{{"id":"a","ts":1,"x":{nested}}},"t":[{{"id":"b","y":{nested}}}]}}'
+    )
+    assert len(json.loads(raw)) == 3
+    value = base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+    assert len(value) < cookies.READ_LIMIT
+    answers = []
+    for lane_on in (True, False):
+        env = make_app(db_url, UTM_TRACKER_BEACON_LANE=lane_on)
+        ready(env) if lane_on else env.app.test_client().get("/")
+        client = env.app.test_client()
+        client.set_cookie("utm_tracker", value)
+        response = beacon(client, {"v": VISITOR, "touches": [touch(1)]})
+        answers.append(answer(response))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 204
+    (state,) = answers[0][2]
+    assert state.latest == {"id": "a", "ts": 1}
+    assert state.pending == [{"id": "b"}]
+
+
+def test_without_flask_login_the_answers_match_too(tmp_path: t.Any) -> None:
+    from flask_sqlalchemy import SQLAlchemy
+    from flask_utm_tracker import UTMTracker
+
+    answers = []
+    for lane_on in (True, False):
+        app = Flask(__name__)
+        app.config.update(
+            SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/{lane_on}.db",
+            UTM_TRACKER_BEACON_LANE=lane_on,
+        )
+        db = SQLAlchemy(app)
+
+        class Account(db.Model):  # type: ignore[name-defined,misc]
+            id = sa.Column(sa.Integer, primary_key=True)
+
+        UTMTracker(app, db=db, user_model=Account)
+        with app.app_context():
+            db.create_all()
+        app.test_client().get("/utm/snippet.js")
+        counter = Dispatches(app) if lane_on else None
+        answers.append(answer(beacon(app.test_client(), {"v": VISITOR, "touches": [touch(1)]})))
+        if counter is not None:
+            assert counter.beacons == 0
+        with app.app_context():
+            db.engine.dispose()
+    assert answers[0] == answers[1]
+    assert "Vary" not in dict(answers[0][1])

@@ -21,7 +21,7 @@ import re
 import typing as t
 from dataclasses import dataclass, field
 
-from werkzeug.http import parse_cookie
+from werkzeug.sansio.http import parse_cookie
 
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Request
@@ -53,7 +53,8 @@ def from_request(req: Request, name: str) -> str | None:
 
 
 def from_header(header: str, name: str) -> str | None:
-    """The value of cookie ``name`` in a ``Cookie`` header, as :func:`from_request` reads it."""
+    """The value of cookie ``name`` in a ``Cookie`` header (as the environ holds it), as
+    :func:`from_request` reads it."""
     return parse_cookie(header).get(name) if name in header else None
 
 
@@ -73,12 +74,28 @@ def decode(value: str | None) -> CookieState | None:
     if not isinstance(data, dict) or not valid_id(data.get("v")):
         return None
     pending = data.get("t")
-    latest = data.get("l")
+    latest = _flat(data.get("l"))
     return CookieState(
         visitor_id=data["v"],
-        pending=[p for p in pending if isinstance(p, dict)] if isinstance(pending, list) else [],
-        latest=latest if isinstance(latest, dict) and isinstance(latest.get("ts"), int) else None,
+        pending=[f for f in map(_flat, pending) if f is not None] if type(pending) is list else [],
+        latest=latest if latest is not None and type(latest.get("ts")) is int else None,
     )
+
+
+#: The keys of a touch in the cookie, and the types of their values.
+_TOUCH_KEYS: dict[str, type] = {"id": str, "ts": int, "url": str, "referrer": str, "params": dict}
+
+
+def _flat(touch: t.Any) -> dict[str, t.Any] | None:
+    """The touch's known keys with values of their types (``params``: strings to strings), so
+    that nothing nested comes back in the cookie written next."""
+    if type(touch) is not dict:
+        return None
+    out: dict[str, t.Any] = {k: v for k, v in touch.items() if type(v) is _TOUCH_KEYS.get(k)}
+    params = out.get("params")
+    if params is not None and not all(type(v) is str for v in params.values()):
+        out["params"] = {k: v for k, v in params.items() if type(v) is str}
+    return out
 
 
 #: One encoder for every cookie (``json.dumps`` with options builds a new one per call).

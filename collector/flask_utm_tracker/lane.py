@@ -33,6 +33,7 @@ Everything else goes to Flask unchanged (the body the lane read is handed back a
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -42,7 +43,7 @@ import flask
 import flask.signals
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug.wsgi import get_host
+from werkzeug.wsgi import get_content_length, get_host
 
 from . import cookie as cookies
 from . import ingest
@@ -62,9 +63,15 @@ logger = logging.getLogger("flask_utm_tracker")
 ENDPOINT = "utm_tracker.beacon"
 _BLUEPRINT = "utm_tracker"
 
-#: Flask methods on a request's way; a subclass overriding one of them gets no lane.
+#: Flask methods on a request's way; a subclass overriding one of them, or a patch of one of
+#: them on the class (an APM agent's), gets no lane.
 _DISPATCH = (
     "wsgi_app",
+    "ensure_sync",
+    "async_to_sync",
+    "handle_exception",
+    "handle_user_exception",
+    "log_exception",
     "request_context",
     "app_context",
     "full_dispatch_request",
@@ -94,9 +101,43 @@ _CSRF_CHECK = ("flask_wtf.csrf", "CSRFProtect.init_app.<locals>.csrf_protect")
 _SESSION_REMOVAL = ("flask_sqlalchemy.extension", "SQLAlchemy._teardown_session")
 
 
+#: ``flask.Request.max_content_length`` as Flask defines it (from ``MAX_CONTENT_LENGTH``).
+_MAX_CONTENT_LENGTH = vars(flask.Request).get("max_content_length")
+
+
 def _name(func: t.Any) -> tuple[str, str]:
     func = getattr(func, "__func__", func)
     return getattr(func, "__module__", ""), getattr(func, "__qualname__", "")
+
+
+def _flask_own(cls: type[Flask], name: str) -> bool:
+    """Whether ``cls.<name>`` is Flask's own method: not overridden by a subclass, nor replaced
+    on the class by a patch (which keeps its name with ``functools.wraps``, and a ``__wrapped__``).
+    """
+    func = getattr(cls, name, None)
+    module = getattr(func, "__module__", None) or ""
+    return (
+        func is not None
+        and module.startswith(("flask.app", "flask.sansio.app"))
+        and not hasattr(func, "__wrapped__")
+    )
+
+
+def _session_access_marks() -> bool:
+    """Whether this Flask marks the session accessed (so that it adds ``Vary: Cookie``) whenever
+    a request's session is looked at, as Flask 3.1.3 does, or only when a key is read."""
+    from flask.ctx import RequestContext
+    from flask.sessions import SecureCookieSession
+
+    prop = inspect.getattr_static(RequestContext, "session", None)
+    if not isinstance(prop, property) or prop.fget is None:
+        return False  # Flask 3.0: a plain attribute
+    try:
+        ctx = object.__new__(RequestContext)  # no app, no push: nothing of a host runs
+        ctx._session = SecureCookieSession()
+        return bool(prop.fget(ctx).accessed)
+    except Exception:  # pragma: no cover - another layout: assume it does not
+        return False
 
 
 def install(app: Flask, tracker: UTMTracker, own_hook: t.Callable[..., t.Any]) -> bool:
@@ -107,7 +148,10 @@ def install(app: Flask, tracker: UTMTracker, own_hook: t.Callable[..., t.Any]) -
         overrides a dispatch method).
     """
     cls = type(app)
-    if any(getattr(cls, name) is not getattr(Flask, name) for name in _DISPATCH):
+    if not all(_flask_own(cls, name) for name in _DISPATCH):
+        return False
+    view = app.view_functions.get(ENDPOINT)
+    if view is None:
         return False
     from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -119,7 +163,7 @@ def install(app: Flask, tracker: UTMTracker, own_hook: t.Callable[..., t.Any]) -
         Flask.wsgi_app
     ):
         return False
-    lane = BeaconLane(app, tracker, inner, own_hook)
+    lane = BeaconLane(app, tracker, inner, own_hook, view)
     if parent is None:
         app.wsgi_app = lane
     else:
@@ -136,17 +180,20 @@ class BeaconLane:
         tracker: UTMTracker,
         wsgi_app: WSGIApplication,
         own_hook: t.Callable[..., t.Any],
+        view: t.Callable[..., t.Any],
     ) -> None:
         self.app = app
         self.tracker = tracker
         self.wsgi_app = wsgi_app
         self.own_hook = own_hook
+        #: The beacon view as the tracker registered it (a host may wrap it later).
+        self.view = view
         settings = tracker.settings(app)
         self.path = f"{settings.url_prefix.rstrip('/')}/beacon"
         self._ready: bool | None = None  # the route and the engine, checked after 1st request
-        self._view: t.Any = None
         self._engine: t.Any = None
         self._harmless: dict[t.Any, bool] = {}
+        self._vary = _session_access_marks()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Any:
         if environ.get("PATH_INFO") != self.path or environ.get("REQUEST_METHOD") != "POST":
@@ -154,6 +201,8 @@ class BeaconLane:
         try:
             answered = self._beacon(environ, start_response)
         except Exception:  # the view does it again, and answers as it does
+            if self.app.testing:
+                raise  # a lane bug must fail the host's tests, not hide behind the view
             logger.exception("The beacon lane failed; the beacon goes through Flask.")
             answered = None
         if answered is None:
@@ -166,15 +215,16 @@ class BeaconLane:
         """Once, after the app's first request (when its setup is finished): whether the
         beacon's route is ours and plain, and the engine to write with."""
         app = self.app
-        if app.url_map.host_matching or app.subdomain_matching:
+        url_map = app.url_map
+        if url_map.host_matching or app.subdomain_matching or url_map.default_subdomain:
             return False
         try:
-            endpoint, args = app.url_map.bind("localhost").match(self.path, "POST")
+            endpoint, args = url_map.bind("localhost").match(self.path, "POST")
         except Exception:
             return False
         if endpoint != ENDPOINT or args:
             return False
-        self._view = app.view_functions.get(ENDPOINT)
+        # Only after _transparent(): no receiver or teardown of the host's sees this context.
         with app.app_context():
             self._engine = self.tracker.db.engine
         return True
@@ -184,13 +234,20 @@ class BeaconLane:
         if known is None:
             name = _name(func)
             known = func is self.own_hook or name in (_LOGIN_REFRESH, _SESSION_REMOVAL)
-            if name == _CSRF_CHECK:
-                csrf = self.app.extensions.get("csrf")
-                from .extension import BEACON_VIEW
-
-                known = BEACON_VIEW in getattr(csrf, "_exempt_views", ())
             self._harmless[func] = known
+            if name == _CSRF_CHECK:
+                return self._csrf_exempt()  # not cached: exemptions can come later
         return known
+
+    def _csrf_exempt(self) -> bool:
+        """Whether Flask-WTF's ``CSRFProtect`` lets the beacon through."""
+        from .extension import BEACON_VIEW
+
+        csrf = self.app.extensions.get("csrf")
+        return BEACON_VIEW in getattr(csrf, "_exempt_views", ()) and _name(self.view) == (
+            "flask_utm_tracker.views",
+            "make_blueprint.<locals>.beacon",
+        )
 
     def _transparent(self) -> bool:
         """Whether Flask would run nothing for an anonymous beacon but the view (checked on
@@ -213,13 +270,21 @@ class BeaconLane:
         if touch_recorded.receivers and touch_recorded.has_receivers_for(app):
             return False
         config = app.config
-        if config.get("TRUSTED_HOSTS"):
+        if (
+            config.get("TRUSTED_HOSTS")
+            or config.get("SERVER_NAME")  # Flask 3.0 answers 404 to another host
+            or config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST")  # Flask-Login writes the session
+        ):
             return False
+        request_class = app.request_class
         return (
-            app.request_class is flask.Request
+            request_class is flask.Request
+            and request_class.trusted_hosts is None
+            and vars(request_class).get("max_content_length") is _MAX_CONTENT_LENGTH
             and app.response_class is flask.Response
+            and flask.Response.default_mimetype == "text/html"
             and type(app.session_interface) is SecureCookieSessionInterface
-            and app.view_functions.get(ENDPOINT) is self._view
+            and app.view_functions.get(ENDPOINT) is self.view
             and getattr(getattr(app, "login_manager", None), "_request_callback", None) is None
         )
 
@@ -228,12 +293,14 @@ class BeaconLane:
     def _beacon(self, environ: WSGIEnvironment, start_response: StartResponse) -> t.Any:
         """The 204 of a stored beacon, or ``None`` to let Flask answer."""
         app = self.app
-        if self._ready is None:
-            if not getattr(app, "_got_first_request", False):
-                return None
-            self._ready = self._prepare()
-        if not self._ready or not self._transparent():
+        if self._ready is False or "werkzeug.debug.preserve_context" in environ:
+            return None  # ``with client:`` in a test keeps the request context: Flask's to make
+        if not getattr(app, "_got_first_request", False) or not self._transparent():
             return None
+        if self._ready is None:
+            self._ready = self._prepare()
+            if not self._ready:
+                return None
         state = self.tracker.state(app)
         settings = state.settings
         header = environ.get("HTTP_COOKIE", "")
@@ -254,14 +321,14 @@ class BeaconLane:
         mimetype = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         if mimetype not in ("", "text/plain", "application/json"):
             return None
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
-            return None  # chunked or invalid: the view reads it
+        length = get_content_length(environ)  # werkzeug's reading: None when chunked
         limit = app.config.get("MAX_CONTENT_LENGTH")
-        if not 0 < length <= MAX_BODY or (limit is not None and length > limit):
+        if length is None or not 0 < length <= MAX_BODY or (limit is not None and length > limit):
             return None
-        body = environ["wsgi.input"].read(length)
+        try:
+            body = environ["wsgi.input"].read(length)
+        except Exception:
+            body = b""  # the client went away: the view answers as werkzeug does
         # From here on the view must be able to read the body again.
         environ["wsgi.input"] = io.BytesIO(body)
         if len(body) != length:
@@ -299,10 +366,12 @@ class BeaconLane:
                 environ[UNAVAILABLE] = True
                 return None
         # The view's 204, with the Vary that Flask adds there once the session was looked at
-        # (the answer depends on the Cookie header).
+        # (since Flask 3.1.3, looking at it is enough; the view's user check does, when
+        # Flask-Login is there).
         headers = [("Content-Type", "text/html; charset=utf-8")]
         if cookie is not None:
             headers.append(("Set-Cookie", tracker.cookie_header(cookie, settings, scheme)))
-        headers.append(("Vary", "Cookie"))
+        if self._vary and getattr(app, "login_manager", None) is not None:
+            headers.append(("Vary", "Cookie"))
         start_response("204 NO CONTENT", headers)
         return []
