@@ -20,15 +20,20 @@ Everything else goes to Flask unchanged (the body the lane read is handed back a
   remember-cookie refresh, Flask-WTF's CSRF check with the beacon exempted, Flask-SQLAlchemy's
   session removal), or with receivers of Flask's request and app-context signals (APM tools):
   so a host's IP ban, maintenance mode or Flask-Limiter default limits still apply to beacons;
-- a Flask subclass that overrides how a request is dispatched, another request, response or
-  session class, ``TRUSTED_HOSTS``, host or subdomain matching, another view at the beacon's
-  route;
+- a Flask subclass that overrides how a request is dispatched (``ensure_sync`` included), or a
+  patch of those methods on the class; another request, response or session class, or settings
+  made on ``flask.Request`` (``trusted_hosts``, ``max_content_length``) or ``flask.Response``;
+  ``TRUSTED_HOSTS``, ``SERVER_NAME``, ``REMEMBER_COOKIE_REFRESH_EACH_REQUEST``, host or subdomain
+  matching; another view at the beacon's route, or the tracker's view wrapped by the host;
+- the app's first request (its setup is finished only then), and a test client's ``with
+  client:`` (which keeps the request context for the test to look at);
 - anything the view answers with other than 204: a cross-origin or preflight request, ``Sec-GPC``,
-  a crawler, an invalid, oversized or chunked body, a beacon the plain-Python check does not
+  a crawler, an invalid, oversized or chunked body (the length read as werkzeug reads it), a beacon the plain-Python check does not
   accept (marshmallow gives the 400 message), a rate-limited client (the limit is counted once,
   here, and the view answers 429), a failed write (the view answers 503 without writing again).
 
-``UTM_TRACKER_BEACON_LANE = False`` turns it off.
+A failure inside the lane hands the beacon to Flask too, and is logged (raised when the app is
+``testing``, so that a host's tests see it). ``UTM_TRACKER_BEACON_LANE = False`` turns it off.
 """
 
 from __future__ import annotations
