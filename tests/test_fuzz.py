@@ -114,6 +114,28 @@ def test_the_raw_query_reads_as_request_args_do(
     assert from_query(query, custom) == expected
 
 
+#: Pieces of hand-made query strings; "%" and "+" are rarer, so that most examples take the
+#: parser for queries with nothing to unquote.
+_plain_parts = ["utm_source", "UTM_Medium", "gclid", "ref", "a", "Ü", "=", "==", "&", "&&", ";"]
+_raw_parts = st.sampled_from(_plain_parts * 4 + ["+", " ", "%", "%2", "%41"])
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.one_of(_raw_parts, _raw_parts, st.text(max_size=3)), max_size=20).map("".join),
+    st.sampled_from([(), ("ref",)]),
+)
+def test_a_raw_query_as_sent_reads_as_request_args_do(query: str, custom: tuple[str, ...]) -> None:
+    """Queries no browser would send as they are (bare "=", "+" and "%", empty parts, text
+    beyond ASCII): the same as request.args, through either of from_query's parsers."""
+    from flask import Flask, request
+
+    with Flask(__name__).test_request_context("/", query_string=query):
+        expected = normalize(request.args.items(multi=True), custom)
+        raw = request.environ["QUERY_STRING"]
+    assert from_query(raw, custom) == expected
+
+
 def test_invalid_utf8_in_the_query_reads_as_the_snippet_reads_it() -> None:
     """Bytes that are not UTF-8 become U+FFFD, as the snippet's URLSearchParams makes them (so
     both halves see the same touch); werkzeug's request.args would keep them percent-encoded."""

@@ -344,6 +344,17 @@ class UTMTracker:
 
     def _after_request(self, settings: Settings, response: Response) -> Response:
         req = t.cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+        environ = req.environ
+        if (
+            not (
+                environ.get("QUERY_STRING")
+                or environ.get("HTTP_REFERER")
+                or settings.cookie_name in environ.get("HTTP_COOKIE", "")
+                or _LOGIN in environ
+            )
+            and not _has_stash()
+        ):
+            return response  # a plain request: nothing to read or write (the environ only)
         endpoint = req.endpoint
         if endpoint is not None and (endpoint == "static" or endpoint.startswith(_OWN_ENDPOINTS)):
             return response

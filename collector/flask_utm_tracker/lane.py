@@ -27,10 +27,11 @@ Everything else goes to Flask unchanged (the body the lane read is handed back a
   matching; another view at the beacon's route, or the tracker's view wrapped by the host;
 - the app's first request (its setup is finished only then), and a test client's ``with
   client:`` (which keeps the request context for the test to look at);
-- anything the view answers with other than 204: a cross-origin or preflight request, ``Sec-GPC``,
-  a crawler, an invalid, oversized or chunked body (the length read as werkzeug reads it), a beacon the plain-Python check does not
-  accept (marshmallow gives the 400 message), a rate-limited client (the limit is counted once,
-  here, and the view answers 429), a failed write (the view answers 503 without writing again).
+- anything the view answers with other than 204: a cross-origin or preflight request,
+  ``Sec-GPC``, a crawler, an invalid, oversized or chunked body (the length read as werkzeug
+  reads it), a beacon the plain-Python check does not accept (marshmallow gives the 400
+  message), a rate-limited client (the limit is counted once, here, and the view answers 429),
+  a failed write (the view answers 503 without writing again).
 
 A failure inside the lane hands the beacon to Flask too, and is logged (raised when the app is
 ``testing``, so that a host's tests see it). ``UTM_TRACKER_BEACON_LANE = False`` turns it off.

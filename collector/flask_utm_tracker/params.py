@@ -87,11 +87,21 @@ def from_query(query: str, custom_tags: tuple[str, ...] = ()) -> dict[str, str]:
     """
     if "%" not in query and not _names(custom_tags).search(query):
         return {}
+    plain = "%" not in query and "+" not in query
     try:
         query = query.encode("latin-1").decode("utf-8", "replace")
     except UnicodeEncodeError:  # characters past latin-1: not a WSGI string, read as text
         pass
-    return normalize(parse_qsl(query), custom_tags)
+    if not plain:
+        return normalize(parse_qsl(query), custom_tags)
+    # Nothing to unquote: parse_qsl's pairs without its unquoting (names and values as sent;
+    # blank values and parts without "=" skipped, as parse_qsl skips them).
+    pairs = []
+    for part in query.split("&"):
+        name, sep, value = part.partition("=")
+        if value:
+            pairs.append((name, value))
+    return normalize(pairs, custom_tags)
 
 
 def from_url(url: str, custom_tags: t.Collection[str] = ()) -> dict[str, str]:
