@@ -58,6 +58,9 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", os.cpu_count() or 2))
 THREADS = int(os.environ.get("BENCH_THREADS", "16"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 WRK_THREADS = 2
+#: Pin gunicorn n and its wrk to core n (BENCH_PIN=0: let the kernel place them).
+CPUS = os.cpu_count() or 1
+PIN = os.environ.get("BENCH_PIN", "1") == "1" and shutil.which("taskset") is not None
 UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0.0.0 Safari/537.36"
@@ -110,7 +113,9 @@ class Server:
             port = free_port()
             self.ports.append(port)
             logfile = open(logdir / f"{self.name}-{n}.log", "wb")  # noqa: SIM115
+            pin = ["taskset", "-c", str(n % CPUS)] if PIN else []
             command = [
+                *pin,
                 str(BIN / "gunicorn"),
                 "--worker-class",
                 "gthread",
@@ -213,8 +218,10 @@ def wrk(
     """
     connections = max(1, CONNECTIONS // len(server.urls))
     runs = []
-    for url in server.urls:
+    for n, url in enumerate(server.urls):
+        pin = ["taskset", "-c", str(n % CPUS)] if PIN else []
         command = [
+            *pin,
             "wrk",
             "--threads",
             str(max(1, min(WRK_THREADS // len(server.urls), connections))),
@@ -771,8 +778,9 @@ def machine() -> list[str]:
         f"{dist_version('psycopg')}",
         f"PostgreSQL {pg_version}; SQLite {sqlite3.sqlite_version}; {version(['wrk', '-v'])}",
         f"gunicorn: {WORKERS} x (1 gthread worker x {THREADS} threads), one port each; wrk: one per"
-        f" port, {CONNECTIONS} connections in all; {ROUNDS} alternating rounds of {SECONDS:g} s"
-        " per figure",
+        f" port, {CONNECTIONS} connections in all;"
+        + (" gunicorn n and its wrk pinned to core n;" if PIN else " not pinned;")
+        + f" {ROUNDS} alternating rounds of {SECONDS:g} s per figure",
     ]
 
 
