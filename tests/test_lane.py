@@ -460,3 +460,109 @@ def test_without_flask_login_the_answers_match_too(tmp_path: t.Any) -> None:
             db.engine.dispose()
     assert answers[0] == answers[1]
     assert "Vary" not in dict(answers[0][1])
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_the_lane_takes_beacons_with_csrf_protect(db_url: str, order: str) -> None:
+    env = make_app(db_url, csrf=order)
+    dispatched = ready(env)
+    client = env.app.test_client()
+    for n in range(4):
+        assert beacon(client, {"v": VISITOR, "touches": [touch(n)]}).status_code == 204
+    assert dispatched.beacons == 0
+    assert client.post("/login/x@example.com").status_code == 400  # the host stays protected
+
+
+def test_the_lane_answers_as_the_view_without_a_secret_key(db_url: str) -> None:
+    answers = []
+    for lane_on in (True, False):
+        env = make_app(db_url, SECRET_KEY=None, UTM_TRACKER_BEACON_LANE=lane_on)
+        dispatched = ready(env) if lane_on else None
+        assert env.app.test_client().get("/").status_code == 200
+        response = beacon(env.app.test_client(), {"v": VISITOR, "touches": [touch(int(lane_on))]})
+        answers.append(answer(response))
+        assert dispatched is None or dispatched.beacons == 0
+    assert answers[0] == answers[1]
+    assert "Vary" not in dict(answers[0][1])
+
+
+def test_a_client_over_its_limit_has_no_body_read(db_url: str) -> None:
+    import io
+
+    env = make_app(db_url, UTM_TRACKER_RATE_LIMIT="1/minute")
+    ready(env)
+    client = env.app.test_client()
+    assert beacon(client, {"v": VISITOR, "touches": [touch(1)]}).status_code == 204
+
+    reads: list[int] = []
+
+    class Unreadable(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            reads.append(size)
+            return b""
+
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(
+        path="/utm/beacon", method="POST", data=b"x" * 100, content_type="text/plain"
+    ).get_environ()
+    environ["wsgi.input"] = Unreadable()
+    environ["REMOTE_ADDR"] = "127.0.0.1"  # the test client's address, already over its limit
+    statuses: list[str] = []
+    body = b"".join(env.app(environ, lambda status, headers, exc=None: statuses.append(status)))
+    assert statuses == ["429 TOO MANY REQUESTS"]
+    assert reads == []  # a client over its limit costs no read
+    assert json.loads(body)["error"].startswith("Too many beacons")
+
+
+def test_a_patch_of_flask_after_init_app_sees_beacons(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    env = make_app(db_url)
+    assert isinstance(env.app.wsgi_app, BeaconLane)
+    seen: list[str] = []
+    original = Flask.full_dispatch_request
+
+    @functools.wraps(original)
+    def traced(self: Flask) -> t.Any:
+        seen.append(flask.request.path)
+        return original(self)
+
+    monkeypatch.setattr(Flask, "full_dispatch_request", traced)
+    ready(env)
+    assert beacon(env.app.test_client(), {"v": VISITOR, "touches": [touch(1)]}).status_code == 204
+    assert seen == ["/", "/utm/beacon"]
+
+
+def test_the_tracker_adds_no_vary_to_pages_it_leaves_alone(db_url: str) -> None:
+    """Without Flask-Login (whose own hook reads the session), no page, snippet or beacon of
+    the tracker's gets ``Vary: Cookie``: a CDN may cache the host's public pages."""
+    from flask_sqlalchemy import SQLAlchemy
+    from flask_utm_tracker import UTMTracker
+
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI=db_url, SECRET_KEY="s")
+    db = SQLAlchemy(app)
+
+    class Member(db.Model):  # type: ignore[name-defined,misc]
+        id = sa.Column(sa.Integer, primary_key=True)
+
+    UTMTracker(app, db=db, user_model=Member)
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    with app.app_context():
+        db.create_all()
+    client = app.test_client()
+    for path in ("/", "/utm/snippet.js", "/utm/openapi.json", "/?utm_source=news"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "Vary" not in response.headers, path
+    assert "Vary" not in beacon(client, {"v": VISITOR, "touches": [touch(1)]}).headers
+    with app.app_context():
+        db.drop_all()
+        db.engine.dispose()

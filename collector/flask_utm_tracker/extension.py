@@ -20,6 +20,7 @@ from flask import (
     request,
     session,
 )
+from flask.globals import request_ctx
 from flask_login import user_logged_in
 from markupsafe import Markup, escape
 from marshmallow import ValidationError
@@ -512,14 +513,28 @@ def _on_login(sender: Flask, user: t.Any = None, **extra: t.Any) -> None:
             request.environ.setdefault(_LOGIN, (state.tracker.user_id_of(user),))
 
 
+def _session_data() -> t.Any:
+    """The request's session, looked at without marking it accessed.
+
+    Flask adds ``Vary: Cookie`` to a response whose session was accessed, and since Flask 3.1.3
+    any look through ``flask.session`` counts (the request context keeps the session in
+    ``_session`` behind a property that marks it); the tracker's checks must not make the
+    host's public pages uncacheable. Older Flask keeps it in ``session``, and marks only reads
+    of keys, which the callers avoid (``dict.__contains__``).
+    """
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    data = getattr(ctx, "_session", None)
+    return data if data is not None else session._get_current_object()  # type: ignore[attr-defined]
+
+
 def _in_session(key: str) -> bool:
-    # dict.__contains__ does not mark a cookie session as accessed (no "Vary: Cookie" added).
-    data = session._get_current_object()  # type: ignore[attr-defined]
+    # dict.__contains__ does not mark a cookie session as accessed either.
+    data = _session_data()
     return dict.__contains__(data, key) if isinstance(data, dict) else key in data
 
 
 def _has_stash() -> bool:
-    data = session._get_current_object()  # type: ignore[attr-defined]
+    data = _session_data()
     if isinstance(data, dict) and not dict.__len__(data):
         return False
     contains = (

@@ -221,6 +221,8 @@ class BeaconLane:
         """Once, after the app's first request (when its setup is finished): whether the
         beacon's route is ours and plain, and the engine to write with."""
         app = self.app
+        if not all(_flask_own(type(app), name) for name in _DISPATCH):
+            return False  # patched after init_app (an APM agent set up late)
         url_map = app.url_map
         if url_map.host_matching or app.subdomain_matching or url_map.default_subdomain:
             return False
@@ -239,11 +241,15 @@ class BeaconLane:
         known = self._harmless.get(func)
         if known is None:
             name = _name(func)
-            known = func is self.own_hook or name in (_LOGIN_REFRESH, _SESSION_REMOVAL)
-            self._harmless[func] = known
             if name == _CSRF_CHECK:
                 return self._csrf_exempt()  # not cached: exemptions can come later
+            known = func is self.own_hook or name in (_LOGIN_REFRESH, _SESSION_REMOVAL)
+            self._harmless[func] = known
         return known
+
+    def _login_hook(self) -> bool:
+        """Whether Flask-Login's remember-cookie hook runs after every request."""
+        return any(_name(f) == _LOGIN_REFRESH for f in self.app.after_request_funcs.get(None, ()))
 
     def _csrf_exempt(self) -> bool:
         """Whether Flask-WTF's ``CSRFProtect`` lets the beacon through."""
@@ -331,6 +337,11 @@ class BeaconLane:
         limit = app.config.get("MAX_CONTENT_LENGTH")
         if length is None or not 0 < length <= MAX_BODY or (limit is not None and length > limit):
             return None
+        # Counted before the body is read, as the view counts it: a client over its limit
+        # costs no read and no parse.
+        wait = environ[RATE_COUNTED] = state.limiter.hit(environ.get("REMOTE_ADDR") or "")
+        if wait is not None:
+            return None
         try:
             body = environ["wsgi.input"].read(length)
         except Exception:
@@ -346,9 +357,6 @@ class BeaconLane:
         beacon = ingest.plain_beacon(data) if isinstance(data, dict) else None
         if beacon is None:
             return None  # marshmallow decides, with its messages
-        wait = environ[RATE_COUNTED] = state.limiter.hit(environ.get("REMOTE_ADDR") or "")
-        if wait is not None:
-            return None
         visitor_id: str = beacon["v"]
         tracker = self.tracker
         rows = ingest.rows_of(beacon["touches"], tracker.context(settings, host), visitor_id)
@@ -372,12 +380,12 @@ class BeaconLane:
                 environ[UNAVAILABLE] = True
                 return None
         # The view's 204, with the Vary that Flask adds there once the session was looked at
-        # (since Flask 3.1.3, looking at it is enough; the view's user check does, when
-        # Flask-Login is there).
+        # (since Flask 3.1.3, looking at it is enough: Flask-Login's hook does, and Flask saves
+        # a session only when there is a secret key).
         headers = [("Content-Type", "text/html; charset=utf-8")]
         if cookie is not None:
             headers.append(("Set-Cookie", tracker.cookie_header(cookie, settings, scheme)))
-        if self._vary and getattr(app, "login_manager", None) is not None:
+        if self._vary and app.secret_key and self._login_hook():
             headers.append(("Vary", "Cookie"))
         start_response("204 NO CONTENT", headers)
         return []

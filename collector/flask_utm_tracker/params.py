@@ -75,13 +75,23 @@ def normalize(
 def _names(custom_tags: tuple[str, ...]) -> re.Pattern[str]:
     """Any tracked name, anywhere, in any case: the test that lets an untracked query string
     skip parsing."""
-    names = sorted(TRACKED.union(custom_tags), key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, names)), re.IGNORECASE)
+    names = set(TRACKED.union(custom_tags))
+    # A custom tag beyond ASCII sent raw arrives as UTF-8 bytes read as latin-1.
+    names.update(n.encode("utf-8").decode("latin-1") for n in custom_tags if not n.isascii())
+    return re.compile(
+        "|".join(map(re.escape, sorted(names, key=len, reverse=True))), re.IGNORECASE
+    )
 
 
 def from_query(query: str, custom_tags: tuple[str, ...] = ()) -> dict[str, str]:
     """The tracked parameters of a raw query string (a WSGI ``QUERY_STRING``: UTF-8 bytes as
-    latin-1 text), as :func:`normalize` keeps them from ``request.args``.
+    latin-1 text), read as ``parse_qsl`` and the snippet's ``URLSearchParams`` read it: the
+    pairs in the order of the query, blank values skipped, then :func:`normalize`.
+
+    That is what :func:`normalize` keeps from ``request.args``, but for two cases no browser
+    makes: werkzeug groups a repeated name before the names that follow it (so with
+    ``utm_source=&UTM_SOURCE=b&utm_source=c`` it keeps ``c``, we and the snippet ``b``), and
+    counts blank values towards the :data:`MAX_PARAMS` read.
 
     A query that names no tracked parameter, not even percent-encoded, is not parsed.
     """
