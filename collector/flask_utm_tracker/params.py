@@ -78,9 +78,7 @@ def _names(custom_tags: tuple[str, ...]) -> re.Pattern[str]:
     names = set(TRACKED.union(custom_tags))
     # A custom tag beyond ASCII sent raw arrives as UTF-8 bytes read as latin-1.
     names.update(n.encode("utf-8").decode("latin-1") for n in custom_tags if not n.isascii())
-    return re.compile(
-        "|".join(map(re.escape, sorted(names, key=len, reverse=True))), re.IGNORECASE
-    )
+    return re.compile("|".join(map(re.escape, sorted(names, key=len, reverse=True))), re.IGNORECASE)
 
 
 def from_query(query: str, custom_tags: tuple[str, ...] = ()) -> dict[str, str]:
