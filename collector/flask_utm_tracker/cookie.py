@@ -82,6 +82,18 @@ def decode(value: str | None) -> CookieState | None:
     )
 
 
+def for_beacon(value: str | None, visitor_id: str) -> tuple[CookieState, bool]:
+    """The cookie state a beacon of ``visitor_id`` answers with, and whether to write it.
+
+    The cookie's visitor wins: a beacon naming another visitor never overwrites its pending
+    touches (its state is a fresh one, not written back).
+    """
+    state = decode(value)
+    if state is not None and state.visitor_id == visitor_id:
+        return state, True
+    return CookieState(visitor_id), state is None
+
+
 #: The keys of a touch in the cookie, and the types of their values.
 _TOUCH_KEYS: dict[str, type] = {"id": str, "ts": int, "url": str, "referrer": str, "params": dict}
 

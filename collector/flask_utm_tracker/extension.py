@@ -26,7 +26,7 @@ from markupsafe import Markup, escape
 from marshmallow import ValidationError
 
 from . import cookie as cookies
-from . import reconcile, rollup
+from . import ingest, reconcile, rollup
 from .abuse import RateLimiter
 from .config import ConfigError, Settings, load_settings
 from .ingest import plain_touch
@@ -280,6 +280,28 @@ class UTMTracker:
             if row is not None:
                 rows.append(row)
         return rows
+
+    def store_anonymous(
+        self,
+        engine: sa.Engine,
+        settings: Settings,
+        visitor_id: str,
+        rows: list[dict[str, t.Any]],
+        returning: bool,
+    ) -> list[dict[str, t.Any]]:
+        """Store an anonymous beacon's ``Touch`` rows, committed together with the beacons of
+        concurrent requests (:func:`~flask_utm_tracker.ingest.group_commit`).
+
+        :raises ingest.StoreError: the database did not store them.
+        """
+        return ingest.group_commit(engine).store(
+            engine,
+            self.Touch.__table__,
+            settings.max_touches_per_visitor,
+            visitor_id,
+            rows,
+            returning=returning,
+        )
 
     def write(
         self,

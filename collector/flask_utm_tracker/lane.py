@@ -53,7 +53,7 @@ from werkzeug.wsgi import get_content_length, get_host
 
 from . import cookie as cookies
 from . import ingest
-from .schemas import MAX_BODY
+from .schemas import MAX_BODY, accepted_type
 from .signals import touch_recorded
 
 if t.TYPE_CHECKING:
@@ -330,8 +330,7 @@ class BeaconLane:
             return None
         if settings.drop_bots and ingest.is_bot(environ.get("HTTP_USER_AGENT")):
             return None
-        mimetype = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-        if mimetype not in ("", "text/plain", "application/json"):
+        if not accepted_type(environ):
             return None
         length = get_content_length(environ)  # werkzeug's reading: None when chunked
         limit = app.config.get("MAX_CONTENT_LENGTH")
@@ -361,21 +360,10 @@ class BeaconLane:
         tracker = self.tracker
         rows = ingest.rows_of(beacon["touches"], tracker.context(settings, host), visitor_id)
         value = cookies.from_header(header, settings.cookie_name) if header else None
-        cookie = cookies.decode(value)
-        if cookie is not None and cookie.visitor_id != visitor_id:
-            cookie = None  # the cookie's visitor wins: its cookie is left alone
-        elif cookie is None:
-            cookie = cookies.CookieState(visitor_id)
+        cookie, own_cookie = cookies.for_beacon(value, visitor_id)
         if rows:
             try:
-                ingest.group_commit(self._engine).store(
-                    self._engine,
-                    tracker.Touch.__table__,
-                    settings.max_touches_per_visitor,
-                    visitor_id,
-                    rows,
-                    returning=False,
-                )
+                tracker.store_anonymous(self._engine, settings, visitor_id, rows, returning=False)
             except ingest.StoreError:
                 environ[UNAVAILABLE] = True
                 return None
@@ -383,7 +371,7 @@ class BeaconLane:
         # (since Flask 3.1.3, looking at it is enough: Flask-Login's hook does, and Flask saves
         # a session only when there is a secret key).
         headers = [("Content-Type", "text/html; charset=utf-8")]
-        if cookie is not None:
+        if own_cookie:
             headers.append(("Set-Cookie", tracker.cookie_header(cookie, settings, scheme)))
         if self._vary and app.secret_key and self._login_hook():
             headers.append(("Vary", "Cookie"))

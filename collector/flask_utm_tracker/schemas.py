@@ -117,3 +117,11 @@ class LeadSourceSchema(Schema):
     landing_url = fields.String(allow_none=True)
     timestamp = fields.DateTime()
     created_at = fields.DateTime()
+
+
+def accepted_type(environ: t.Mapping[str, t.Any]) -> bool:
+    """Whether the body's media type is one a beacon may have (none, ``text/plain`` or
+    ``application/json``): the type without its parameters, as ``Request.mimetype`` gives it,
+    without parsing them."""
+    mimetype = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    return mimetype in ("", "text/plain", "application/json")

@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 
 from . import cookie as cookies
 from . import ingest, lane
-from .schemas import MAX_BODY, BeaconSchema
+from .schemas import MAX_BODY, BeaconSchema, accepted_type
 from .signals import touch_recorded
 
 if t.TYPE_CHECKING:
@@ -69,9 +69,7 @@ def read_beacon() -> dict[str, t.Any]:
     length = req.content_length
     if length is not None and length > MAX_BODY:
         raise BeaconError(413, f"The beacon body is larger than {MAX_BODY} bytes.")
-    # The media type without its parameters, as Request.mimetype gives it, without parsing them.
-    mimetype = req.environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-    if mimetype not in ("", "text/plain", "application/json"):
+    if not accepted_type(req.environ):
         raise BeaconError(415, "Send the beacon as text/plain or application/json.")
     body = req.stream.read(MAX_BODY + 1)
     if len(body) > MAX_BODY:
@@ -180,11 +178,9 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
     context = tracker.context(settings)
     rows = ingest.rows_of(beacon["touches"], context, visitor_id)
 
-    state = cookies.decode(cookies.from_request(req, settings.cookie_name))
-    # The cookie's visitor wins: a beacon naming another one never overwrites its pending touches.
-    own_cookie = state is None or state.visitor_id == visitor_id
-    if state is None or not own_cookie:
-        state = cookies.CookieState(visitor_id)
+    state, own_cookie = cookies.for_beacon(
+        cookies.from_request(req, settings.cookie_name), visitor_id
+    )
 
     user_id = tracker.current_user_id(cheap=True)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -200,13 +196,10 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
         elif environ.pop(lane.UNAVAILABLE, False):
             raise BeaconError(503, "The database is unavailable; the beacon was not stored.")
         else:
-            # Anonymous: committed together with the beacons of concurrent requests.
-            engine = tracker.db.engine
             try:
-                stored = ingest.group_commit(engine).store(
-                    engine,
-                    tracker.Touch.__table__,
-                    settings.max_touches_per_visitor,
+                stored = tracker.store_anonymous(
+                    tracker.db.engine,
+                    settings,
                     visitor_id,
                     rows,
                     returning=touch_recorded.has_receivers_for(app),
