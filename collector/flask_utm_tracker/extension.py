@@ -235,11 +235,9 @@ class UTMTracker:
         return getattr(user, self._user_pk_attr, None) if user is not None else None
 
     def set_cookie(
-        self, response: Response, state: cookies.CookieState, settings: Settings | None = None
+        self, response: Response, state: cookies.CookieState, settings: Settings
     ) -> None:
         """Write the visitor cookie on ``response``."""
-        if settings is None:
-            settings = self.settings()
         scheme = request.environ.get("wsgi.url_scheme", "http")
         response.headers.add("Set-Cookie", self.cookie_header(state, settings, scheme))
 
@@ -377,7 +375,7 @@ class UTMTracker:
             )
             and not _has_stash()
         ):
-            return response  # a plain request: nothing to read or write (the environ only)
+            return response  # a plain request: nothing to track (environ and session read)
         endpoint = req.endpoint
         if endpoint is not None and (endpoint == "static" or endpoint.startswith(_OWN_ENDPOINTS)):
             return response
