@@ -25,12 +25,12 @@ from flask_login import user_logged_in
 from markupsafe import Markup, escape
 from marshmallow import ValidationError
 
+from . import attribution, conversions, ingest, reconcile, rollup
 from . import cookie as cookies
-from . import ingest, reconcile, rollup
 from .abuse import RateLimiter
 from .config import ConfigError, Settings, load_settings
 from .ingest import plain_touch
-from .models import make_models
+from .models import make_models, user_pk
 from .params import TRACKED, from_query, normalize
 from .schemas import TouchSchema
 from .signals import lead_source_created, touch_recorded
@@ -81,6 +81,11 @@ class UTMTracker:
         self.db = db
         self.user_model = user_model
         self.LeadSource, self.Touch = make_models(db, user_model, table_prefix)
+        conversion_models = conversions.make_models(
+            db, user_model, user_pk(user_model), table_prefix
+        )
+        self.Conversion = conversion_models.Conversion
+        self.Spend = conversion_models.Spend
         mapper = sa.inspect(user_model)
         self._user_pk_attr = mapper.get_property_by_column(mapper.primary_key[0]).key
         self._dashboard_permission: t.Callable[[], bool] | None = None
@@ -183,6 +188,42 @@ class UTMTracker:
         parts = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in data.items())
         src = url_for(f"{EXTENSION}.snippet")
         return Markup(f'<script src="{escape(src)}" async{parts}></script>')
+
+    # -- conversions --------------------------------------------------------------------------
+
+    def record_conversion(
+        self,
+        user: t.Any,
+        name: str,
+        *,
+        value: t.Any = None,
+        currency: str | None = None,
+        order_id: str | None = None,
+        occurred_at: t.Any = None,
+    ) -> t.Any:
+        """Record that ``user`` (an instance or its primary key) converted, and return the
+        ``Conversion`` row (see :func:`flask_utm_tracker.conversions.record`)."""
+        return conversions.record(
+            self,
+            user,
+            name,
+            value=value,
+            currency=currency,
+            order_id=order_id,
+            occurred_at=occurred_at,
+        )
+
+    def attribute(
+        self,
+        name: str | None = None,
+        model: str = "last",
+        by: str = "channel",
+        start: t.Any = None,
+        end: t.Any = None,
+    ) -> list[dict[str, t.Any]]:
+        """Conversions, revenue, spend, ROAS and CPA per ``by`` value under ``model`` (see
+        :func:`flask_utm_tracker.attribution.attribute`)."""
+        return attribution.attribute(self, name=name, model=model, by=by, start=start, end=end)
 
     # -- helpers ----------------------------------------------------------------------------
 

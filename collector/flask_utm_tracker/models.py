@@ -98,7 +98,7 @@ def _touch_columns() -> dict[str, t.Any]:
     return columns
 
 
-def _user_pk(user_model: type[t.Any]) -> sa.Column[t.Any]:
+def user_pk(user_model: type[t.Any]) -> sa.Column[t.Any]:
     table = getattr(user_model, "__table__", None)
     if table is None or len(table.primary_key.columns) != 1:
         raise TypeError(
@@ -117,7 +117,7 @@ def make_models(
     :param user_model: the Flask-Login user model (single-column primary key).
     :param table_prefix: prefix of the two table names.
     """
-    pk = _user_pk(user_model)
+    pk = user_pk(user_model)
     target = f"{pk.table.fullname}.{pk.name}"
     user_type = pk.type.copy() if hasattr(pk.type, "copy") else pk.type
     lead_table = f"{table_prefix}lead_source"

@@ -5,6 +5,8 @@
   an anonymous visitor.
 - ``lead_source_created(app, lead_source=LeadSource)``: a ``LeadSource`` row was committed. The
   instance is transient (not attached to ``db.session``); query it again to change it.
+- ``conversion_recorded(app, conversion=Conversion)``: a conversion was recorded or restated
+  (committed).
 """
 
 from __future__ import annotations
@@ -15,3 +17,4 @@ _signals = Namespace()
 
 touch_recorded = _signals.signal("touch-recorded")
 lead_source_created = _signals.signal("lead-source-created")
+conversion_recorded = _signals.signal("conversion-recorded")
