@@ -25,7 +25,7 @@ from flask_login import user_logged_in
 from markupsafe import Markup, escape
 from marshmallow import ValidationError
 
-from . import attribution, conversions, ingest, reconcile, rollup
+from . import attribution, conversions, destinations, ingest, reconcile, rollup
 from . import cookie as cookies
 from .abuse import RateLimiter
 from .config import ConfigError, Settings, load_settings
@@ -86,6 +86,9 @@ class UTMTracker:
         )
         self.Conversion = conversion_models.Conversion
         self.Spend = conversion_models.Spend
+        self.Delivery = destinations.make_models(db, self.Conversion, table_prefix)
+        #: The host's ``@tracker.user_data`` callback (see :meth:`user_data`).
+        self.user_data_callback: t.Callable[[t.Any], t.Mapping[str, t.Any]] | None = None
         mapper = sa.inspect(user_model)
         self._user_pk_attr = mapper.get_property_by_column(mapper.primary_key[0]).key
         self._dashboard_permission: t.Callable[[], bool] | None = None
@@ -148,6 +151,20 @@ class UTMTracker:
             return current_user.is_authenticated and current_user.is_admin
         """
         self._dashboard_permission = func
+        return func
+
+    def user_data(
+        self, func: t.Callable[[t.Any], t.Mapping[str, t.Any]]
+    ) -> t.Callable[[t.Any], t.Mapping[str, t.Any]]:
+        """Register the function giving a user's contact data for ad-platform destinations
+        (``{"email": ..., "phone": ...}``); it is hashed before it is sent, and only to
+        destinations whose configuration allows it::
+
+            @tracker.user_data
+            def user_data(user):
+                return {"email": user.email}
+        """
+        self.user_data_callback = func
         return func
 
     @staticmethod
