@@ -95,9 +95,7 @@ def make_app(
 ) -> HostApp:
     """A host app as a user writes it: Flask-SQLAlchemy, Flask-Login with a user loader.
 
-    :param request_loader: also a Flask-Login request loader (a bearer token). Without one, a
-        new visitor's beacon takes the beacon lane (:mod:`flask_utm_tracker.lane`) from the
-        app's second request on.
+    :param request_loader: also a Flask-Login request loader (a bearer token).
     :param csrf: ``"before"`` or ``"after"``: Flask-WTF's ``CSRFProtect`` registered before or
         after the tracker.
     :param before_tracker: called with the app just before the tracker is registered (to wrap

@@ -13,6 +13,8 @@ import typing as t
 from dataclasses import dataclass
 
 PREFIX = "UTM_TRACKER_"
+#: The key of the extension's state in ``app.extensions``.
+EXTENSION = "utm_tracker"
 
 #: Where the blueprint (beacon, snippet.js, dashboard, openapi.json) is mounted.
 URL_PREFIX = "/utm"
@@ -54,14 +56,11 @@ RATE_LIMIT = "60/minute;600/hour"
 RATE_LIMIT_STORAGE = "memory://"
 #: Acknowledge beacons from crawlers (crawlerdetect) with 204 and store nothing.
 DROP_BOTS = True
-#: Answer a new visitor's beacon before Flask's request context when Flask would run nothing
-#: else for it (see :mod:`flask_utm_tracker.lane`); ``False`` sends every beacon through Flask.
-BEACON_LANE = True
 
 DEFAULTS: dict[str, t.Any] = {
     PREFIX + name: value
     for name, value in list(globals().items())
-    if name.isupper() and name not in {"PREFIX", "DEFAULTS"}
+    if name.isupper() and name not in {"PREFIX", "DEFAULTS", "EXTENSION"}
 }
 
 
@@ -101,7 +100,6 @@ class Settings:
     rate_limit: str
     rate_limit_storage: str
     drop_bots: bool
-    beacon_lane: bool
 
 
 def _as_list(key: str, value: t.Any) -> tuple[str, ...]:
@@ -182,5 +180,4 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
         rate_limit=str(get("RATE_LIMIT") or ""),
         rate_limit_storage=str(get("RATE_LIMIT_STORAGE") or "memory://"),
         drop_bots=bool(get("DROP_BOTS")),
-        beacon_lane=bool(get("BEACON_LANE")),
     )

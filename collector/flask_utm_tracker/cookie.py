@@ -17,11 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import typing as t
 from dataclasses import dataclass, field
 
 from werkzeug.sansio.http import parse_cookie
+
+from .schemas import ID_RE, load_latest, load_touch
 
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Request
@@ -32,8 +33,6 @@ MAX_LENGTH = 3800
 READ_LIMIT = 8192
 #: URLs and referrers kept in the cookie are cut to this many characters.
 URL_LIMIT = 512
-#: Visitor and touch ids: 1 to 64 characters of ``[A-Za-z0-9_-]``.
-ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass
@@ -74,11 +73,11 @@ def decode(value: str | None) -> CookieState | None:
     if not isinstance(data, dict) or not valid_id(data.get("v")):
         return None
     pending = data.get("t")
-    latest = _flat(data.get("l"))
+    loaded = [load_touch(raw) for raw in pending] if type(pending) is list else []
     return CookieState(
         visitor_id=data["v"],
-        pending=[f for f in map(_flat, pending) if f is not None] if type(pending) is list else [],
-        latest=latest if latest is not None and type(latest.get("ts")) is int else None,
+        pending=[_compact(touch) for touch in loaded if touch is not None],
+        latest=load_latest(data.get("l")),
     )
 
 
@@ -92,22 +91,6 @@ def for_beacon(value: str | None, visitor_id: str) -> tuple[CookieState, bool]:
     if state is not None and state.visitor_id == visitor_id:
         return state, True
     return CookieState(visitor_id), state is None
-
-
-#: The keys of a touch in the cookie, and the types of their values.
-_TOUCH_KEYS: dict[str, type] = {"id": str, "ts": int, "url": str, "referrer": str, "params": dict}
-
-
-def _flat(touch: t.Any) -> dict[str, t.Any] | None:
-    """The touch's known keys with values of their types (``params``: strings to strings), so
-    that nothing nested comes back in the cookie written next."""
-    if type(touch) is not dict:
-        return None
-    out: dict[str, t.Any] = {k: v for k, v in touch.items() if type(v) is _TOUCH_KEYS.get(k)}
-    params = out.get("params")
-    if params is not None and not all(type(v) is str for v in params.values()):
-        out["params"] = {k: v for k, v in params.items() if type(v) is str}
-    return out
 
 
 #: One encoder for every cookie (``json.dumps`` with options builds a new one per call).

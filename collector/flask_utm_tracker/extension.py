@@ -1,56 +1,39 @@
-"""``UTMTracker``: registration, the request hook, reconciliation at login, ``stash_touch``."""
+"""``UTMTracker``: the models, ``init_app``, the settings and the accessors of the extension.
+
+Where each part lives: the request hook and ``stash_touch`` in :mod:`~flask_utm_tracker.capture`,
+a touch's validation and row fields in :mod:`~flask_utm_tracker.touches`, every write in
+:mod:`~flask_utm_tracker.store`, the visitor cookie in :mod:`~flask_utm_tracker.cookie`, the
+routes in :mod:`~flask_utm_tracker.views`.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 import threading
 import typing as t
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import (
-    Flask,
-    Request,
-    Response,
-    current_app,
-    g,
-    has_request_context,
-    request,
-    session,
-)
-from flask.globals import request_ctx
+from flask import Flask, Response, current_app, request
 from flask_login import user_logged_in
+from flask_login.config import COOKIE_NAME
 from markupsafe import Markup, escape
-from marshmallow import ValidationError
 
-from . import attribution, conversions, destinations, ingest, reconcile, rollup
+from . import attribution, capture, conversions, destinations, rollup, store
 from . import cookie as cookies
 from .abuse import RateLimiter
-from .config import ConfigError, Settings, load_settings
-from .ingest import plain_touch
+from .capture import stash_touch as stash_touch
+from .cli import make_cli
+from .config import EXTENSION, ConfigError, Settings, load_settings
 from .models import make_models, user_pk
-from .params import TRACKED, from_query, normalize
-from .schemas import TouchSchema
-from .signals import lead_source_created, touch_recorded
-from .touches import Context, fields, host_of, new_id, now_ms, stable_id
+from .signals import lead_source_created
+from .touches import Context
+from .views import make_blueprint
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
 logger = logging.getLogger("flask_utm_tracker")
-
-EXTENSION = "utm_tracker"
-#: Session key of the touches stashed by :func:`stash_touch`.
-SESSION_KEY = "_utm_tracker_touches"
-#: The session keys django-utm-tracker's README tells applications to set by hand.
-SEED_SESSION_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
-_LOGIN = "_utm_tracker_login"
-_STASH_KEYS = (SESSION_KEY, *SEED_SESSION_KEYS)
-#: Endpoints of the extension's blueprint: the beacon handles its own touches.
-_OWN_ENDPOINTS = EXTENSION + "."
-_touch_schema = TouchSchema()
 
 
 @dataclass(frozen=True)
@@ -119,28 +102,11 @@ class UTMTracker:
             ) from None
         app.extensions[EXTENSION] = _AppState(self, settings, limiter)
 
-        from .cli import make_cli
-        from .views import make_blueprint
-
         app.register_blueprint(make_blueprint(self), url_prefix=settings.url_prefix or None)
-
-        def after_request(response: Response) -> Response:
-            return self._after_request(settings, response)
-
-        app.after_request(after_request)  # a plain function: Flask inspects it per request
-        if settings.beacon_lane:
-            from . import lane
-
-            if not lane.install(app, self, after_request):
-                logger.info(
-                    "The beacon lane is off: app.wsgi_app is wrapped by a middleware other than"
-                    " ProxyFix, or the Flask class overrides request dispatch. Register"
-                    " UTMTracker before wrapping app.wsgi_app to have it."
-                )
-        # A template global, not a context processor: nothing to run for each render.
+        capture.install(app, self, settings)
         app.add_template_global(self.script_tag, "utm_tracker_script")
         app.cli.add_command(make_cli(self))
-        user_logged_in.connect(_on_login)
+        user_logged_in.connect(capture.on_login)
         _exempt_from_csrf(app)
 
     def dashboard_permission(self, func: t.Callable[[], bool]) -> t.Callable[[], bool]:
@@ -260,25 +226,25 @@ class UTMTracker:
             excluded=excluded,
         )
 
-    def current_user_id(self, cheap: bool = False) -> t.Any:
+    def current_user_id(self) -> t.Any:
         """The primary key of the authenticated user, or ``None``.
 
-        :param cheap: do not run Flask-Login's loaders for a visitor that shows no sign of a
-            login (no user id in the session, no remember cookie, no request loader), so that
-            capturing an anonymous landing costs no database query.
+        Flask-Login's loaders run only when the request can be authenticated (it carries the
+        session or remember cookie, or the login manager has a request loader), so that
+        capturing an anonymous landing costs no database query.
         """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         manager = getattr(app, "login_manager", None)
         if manager is None:
             return None
-        if (
-            cheap
-            and getattr(manager, "_request_callback", True) is None
-            and g.get("_login_user") is None
-        ):
-            remember = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
-            if not _in_session("_user_id") and cookies.from_request(request, remember) is None:
-                return None  # no request loader, no remember cookie, no user in the session
+        if manager.request_callback is None:
+            session_cookie = str(app.config.get("SESSION_COOKIE_NAME") or "session")
+            remember = str(app.config.get("REMEMBER_COOKIE_NAME") or COOKIE_NAME)
+            if (
+                cookies.from_request(request, session_cookie) is None
+                and cookies.from_request(request, remember) is None
+            ):
+                return None
         from flask_login import current_user
 
         try:
@@ -319,44 +285,18 @@ class UTMTracker:
             header += "; Secure"
         return header
 
-    def rows_of(
-        self, raws: t.Iterable[t.Any], context: Context, visitor_id: str | None
-    ) -> list[dict[str, t.Any]]:
-        """Validate raw touches and turn them into row fields; a bad one is logged and skipped."""
-        rows = []
-        for raw in raws:
-            clean = plain_touch(raw)  # the common shape, checked in plain Python
-            if clean is None:
-                try:
-                    clean = _touch_schema.load(raw) if isinstance(raw, dict) else None
-                except ValidationError as err:
-                    logger.warning("Skipping an invalid touch: %s", err.messages)
-                    continue
-            row = fields(clean, context, visitor_id) if clean else None
-            if row is not None:
-                rows.append(row)
-        return rows
-
     def store_anonymous(
-        self,
-        engine: sa.Engine,
-        settings: Settings,
-        visitor_id: str,
-        rows: list[dict[str, t.Any]],
-        returning: bool,
+        self, settings: Settings, visitor_id: str, rows: list[dict[str, t.Any]]
     ) -> list[dict[str, t.Any]]:
         """Store an anonymous beacon's ``Touch`` rows, committed together with the beacons of
-        concurrent requests (:func:`~flask_utm_tracker.ingest.group_commit`).
+        concurrent requests (:func:`~flask_utm_tracker.store.group_commit`).
 
-        :raises ingest.StoreError: the database did not store them.
+        :return: the rows inserted now.
+        :raises store.StoreError: the database did not store them.
         """
-        return ingest.group_commit(engine).store(
-            engine,
-            self.Touch.__table__,
-            settings.max_touches_per_visitor,
-            visitor_id,
-            rows,
-            returning=returning,
+        engine = self.db.engine
+        return store.group_commit(engine).store(
+            engine, self.Touch.__table__, settings.max_touches_per_visitor, visitor_id, rows
         )
 
     def write(
@@ -376,18 +316,21 @@ class UTMTracker:
         try:
             with self.db.engine.begin() as conn:
                 if store_touches:
-                    reconcile.store_touches(conn, touch_table, rows, claimed_by=user_id)
+                    store.store_touches(conn, touch_table, rows, claimed_by=user_id)
                 claimed = (
-                    reconcile.claim_touches(conn, touch_table, visitor_id, user_id)
+                    store.claim_touches(conn, touch_table, visitor_id, user_id)
                     if claim and visitor_id
                     else []
                 )
-                inserted = reconcile.write_lead_sources(
-                    conn, lead_table, user_id, [*claimed, *rows]
-                )
+                inserted = store.write_lead_sources(conn, lead_table, user_id, [*claimed, *rows])
                 rollup.written(conn, self.LeadSource, user_id, inserted)
-        except sa.exc.SQLAlchemyError:
-            logger.exception("Writing lead sources for user %r failed; will retry.", user_id)
+        except sa.exc.SQLAlchemyError as err:
+            # Not logger.exception: the error's text carries the bound parameters.
+            logger.error(
+                "Writing lead sources for user %r failed; will retry: %s",
+                user_id,
+                store.describe(err),
+            )
             return False
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         if inserted and lead_source_created.has_receivers_for(app):
@@ -395,284 +338,28 @@ class UTMTracker:
                 lead_source_created.send(app, lead_source=self.LeadSource(**row))
         return True
 
-    # -- the request hook ---------------------------------------------------------------------
-
-    def _candidate(self, settings: Settings, req: Request) -> tuple[dict[str, str], str] | None:
-        """The tracked parameters and external referrer of this request, if it may be a touch."""
-        environ = req.environ
-        query = environ.get("QUERY_STRING")
-        referrer = environ.get("HTTP_REFERER", "")
-        if not query and not referrer:
-            return None
-        if not settings.capture_querystring or req.method not in ("GET", "HEAD"):
-            return None
-        if settings.respect_gpc and environ.get("HTTP_SEC_GPC") == "1":
-            return None
-        params = from_query(query, settings.custom_tags) if query else {}
-        if referrer:
-            own = req.host
-            if referrer.startswith((f"https://{own}/", f"http://{own}/")):
-                referrer = ""  # the site's own pages: the common case, no parsing
-            else:
-                host = host_of(referrer)
-                if not host or host == own.rsplit(":", 1)[0].lower():
-                    referrer = ""
-        if not params and not referrer:
-            return None
-        return params, referrer
-
-    def _after_request(self, settings: Settings, response: Response) -> Response:
-        req = t.cast(Request, request._get_current_object())  # type: ignore[attr-defined]
-        environ = req.environ
-        if (
-            not (
-                environ.get("QUERY_STRING")
-                or environ.get("HTTP_REFERER")
-                or settings.cookie_name in environ.get("HTTP_COOKIE", "")
-                or _LOGIN in environ
-            )
-            and not _has_stash()
-        ):
-            return response  # a plain request: nothing to track (environ and session read)
-        endpoint = req.endpoint
-        if endpoint is not None and (endpoint == "static" or endpoint.startswith(_OWN_ENDPOINTS)):
-            return response
-        login = req.environ.pop(_LOGIN, None)
-        value = cookies.from_request(req, settings.cookie_name)
-        candidate = self._candidate(settings, req) if response.status_code < 500 else None
-        stashed = _has_stash()
-        if candidate is None and not value and not stashed and login is None:
-            return response  # the common case: nothing to do, nothing read or written
-        try:
-            self._track(response, settings, value, candidate, stashed, login)
-        except Exception:  # tracking must never break a page
-            logger.exception("flask-utm-tracker failed on %s; the page is unaffected.", req.path)
-        return response
-
-    def _track(
-        self,
-        response: Response,
-        settings: Settings,
-        value: str | None,
-        candidate: tuple[dict[str, str], str] | None,
-        stashed: bool,
-        login: tuple[t.Any] | None,
-    ) -> None:
-        state = cookies.decode(value)
-        changed = False
-        if candidate is not None:
-            params, referrer = candidate
-            now = now_ms()
-            raw = {
-                "id": new_id(),
-                "ts": now,
-                "url": _landing_url(request._get_current_object()),  # type: ignore[attr-defined]
-                "referrer": referrer,
-                "params": params,
-            }
-            latest = state.latest if state else None
-            if is_new_touch(params, latest, now, settings.session_timeout):
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
-                signal = touch_recorded.has_receivers_for(app)
-                # Tracked parameters always make a touch; a bare referrer only when it is
-                # neither internal nor spam, which takes the classifier to know (reconciliation
-                # classifies every touch again anyway).
-                row = fields(raw, self.context(settings), None) if signal or not params else None
-                if row is not None or (params and not signal):
-                    if state is None:
-                        state = cookies.CookieState(new_id())
-                    state.pending.append(raw)
-                    state.latest = cookies.latest_of(raw)
-                    changed = True
-                    if row is not None and signal:
-                        row["visitor_id"] = state.visitor_id
-                        touch_recorded.send(app, touch=row, user_id=None)
-
-        pending = state.pending if state else []
-        if pending or stashed or login is not None:
-            user_id = login[0] if login is not None else self.current_user_id(cheap=True)
-            if user_id is not None:
-                visitor_id = state.visitor_id if state else None
-                context = self.context(settings)
-                rows = self.rows_of(pending, context, visitor_id)
-                stash = _stash()
-                extra = tuple(
-                    k
-                    for raw in stash
-                    for k in raw.get("params", {})
-                    if k not in TRACKED and k not in context.custom_tags
-                )
-                stash_context = Context(
-                    custom_tags=(*context.custom_tags, *dict.fromkeys(extra)),
-                    site_hosts=context.site_hosts,
-                    excluded=context.excluded,
-                )
-                rows += self.rows_of(stash, stash_context, visitor_id)
-                if self.write(user_id, visitor_id, rows):
-                    _clear_stash()
-                    if state is not None and state.pending:
-                        state.pending = []
-                        changed = True
-        if changed and state is not None:
-            self.set_cookie(response, state, settings)
-
-
-#: URL characters that need no quoting (RFC 3986 unreserved, sub-delims, ":@/?%").
-_URL_SAFE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
-
-
-def _landing_url(req: Request) -> str:
-    """``req.url``, put together from the environ when nothing in it needs quoting (the common
-    case; werkzeug's general path costs about 20 us)."""
-    environ = req.environ
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    query = environ.get("QUERY_STRING", "")
-    if _URL_SAFE.fullmatch(path) and _URL_SAFE.fullmatch(query):
-        url = f"{req.scheme}://{req.host}{path or '/'}"
-        return f"{url}?{query}" if query else url
-    return req.url
-
-
-def is_new_touch(
-    params: t.Mapping[str, str], latest: t.Mapping[str, t.Any] | None, now: int, timeout: int
-) -> bool:
-    """DESIGN's rule: campaign parameters or a click ID make a new touch unless identical to the
-    latest; a referral only when the latest touch is older than the session timeout (seconds).
-    """
-    if latest is None:
-        return True
-    if params:
-        return dict(params) != latest.get("params")
-    ts = latest.get("ts")
-    return not isinstance(ts, int) or now - ts > timeout * 1000
-
-
-#: The beacon view as Flask-WTF's ``CSRFProtect.exempt`` names views (module and name).
-BEACON_VIEW = "flask_utm_tracker.views.beacon"
-
 
 def _exempt_from_csrf(app: Flask) -> None:
-    """Exempt the beacon from Flask-WTF's ``CSRFProtect``, registered before or after us.
+    """Exempt the extension's blueprint from Flask-WTF's ``CSRFProtect``, registered before or
+    after the tracker, through its public ``exempt``.
 
     A beacon carries no CSRF token (``sendBeacon`` cannot set headers, and landing pages are
-    often cached), so ``CSRFProtect`` would answer every one with 400 and the snippet would
-    drop them. Cross-site beacons are refused by the ``Origin`` check instead. When
-    ``CSRFProtect`` is not registered yet, the app's first request does it, in a
-    ``before_request`` hook that runs before ``CSRFProtect``'s own and then removes itself (by
-    then every extension of the app is registered).
+    often cached), so ``CSRFProtect`` would answer every one with 400. Cross-site beacons are
+    refused by the ``Origin`` check instead. ``CSRFProtect`` registered later is found by a
+    ``before_request`` hook of ours, which Flask runs before ``CSRFProtect``'s own (registered
+    after it).
     """
+    done = threading.Event()
 
-    def exempt() -> bool:
+    def exempt() -> None:
+        if done.is_set():
+            return
         csrf = app.extensions.get("csrf")
-        if csrf is None or not callable(getattr(csrf, "exempt", None)):
-            return False
-        csrf.exempt(BEACON_VIEW)
-        return True
+        if csrf is not None and callable(getattr(csrf, "exempt", None)):
+            csrf.exempt(app.blueprints[EXTENSION])
+        done.set()
 
-    if exempt():
-        return
-    lock = threading.Lock()
-
-    def exempt_once() -> None:
-        with lock:
-            funcs = app.before_request_funcs.get(None, [])
-            if exempt_once in funcs:
-                exempt()
-                # A new list, not a removal: Flask may be iterating the old one right now.
-                app.before_request_funcs[None] = [f for f in funcs if f is not exempt_once]
-
-    app.before_request_funcs.setdefault(None, []).insert(0, exempt_once)
-
-
-def _on_login(sender: Flask, user: t.Any = None, **extra: t.Any) -> None:
-    state = sender.extensions.get(EXTENSION)
-    if isinstance(state, _AppState):
-        if has_request_context():
-            request.environ.setdefault(_LOGIN, (state.tracker.user_id_of(user),))
-
-
-def _session_data() -> t.Any:
-    """The request's session, looked at without marking it accessed.
-
-    Flask adds ``Vary: Cookie`` to a response whose session was accessed, and since Flask 3.1.3
-    any look through ``flask.session`` counts (the request context keeps the session in
-    ``_session`` behind a property that marks it); the tracker's checks must not make the
-    host's public pages uncacheable. Older Flask keeps it in ``session``, and marks only reads
-    of keys, which the callers avoid (``dict.__contains__``).
-    """
-    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-    data = getattr(ctx, "_session", None)
-    return data if data is not None else session._get_current_object()  # type: ignore[attr-defined]
-
-
-def _in_session(key: str) -> bool:
-    # dict.__contains__ does not mark a cookie session as accessed either.
-    data = _session_data()
-    return dict.__contains__(data, key) if isinstance(data, dict) else key in data
-
-
-def _has_stash() -> bool:
-    data = _session_data()
-    if isinstance(data, dict) and not dict.__len__(data):
-        return False
-    contains = (
-        functools.partial(dict.__contains__, data) if isinstance(data, dict) else data.__contains__
-    )
-    return any(contains(key) for key in _STASH_KEYS)
-
-
-def _stash() -> list[dict[str, t.Any]]:
-    """The touches stashed in the session: by :func:`stash_touch` and by the seed's keys."""
-    stash = session.get(SESSION_KEY)
-    raws = [raw for raw in stash if isinstance(raw, dict)] if isinstance(stash, list) else []
-    seed = {k: session[k] for k in SEED_SESSION_KEYS if isinstance(session.get(k), str)}
-    if seed:
-        id_parts = [f"{k}={v}" for k, v in sorted(seed.items())]
-        raws.append({"id": stable_id("session", *id_parts), "ts": now_ms(), "params": seed})
-    return raws
-
-
-def _clear_stash() -> None:
-    for key in (SESSION_KEY, *SEED_SESSION_KEYS):
-        if _in_session(key):
-            session.pop(key, None)
-
-
-def stash_touch(
-    *,
-    source: str | None = None,
-    medium: str | None = None,
-    campaign: str | None = None,
-    term: str | None = None,
-    content: str | None = None,
-    **custom: str,
-) -> str:
-    """Record a touch by hand (a referral link, an invite token). It becomes a ``LeadSource`` row
-    at the end of this request when the user is logged in, else at their login::
-
-        stash_touch(source="internal", medium="referral", campaign="july", term=token)
-
-    Extra keyword arguments are kept in ``custom_tags``.
-
-    :return: the touch id.
-    """
-    if not has_request_context():
-        raise RuntimeError(
-            "stash_touch() needs a request: call it from a view, not at import time or in a CLI."
-        )
-    given = {
-        "utm_source": source,
-        "utm_medium": medium,
-        "utm_campaign": campaign,
-        "utm_term": term,
-        "utm_content": content,
-    }
-    params = normalize([*given.items(), *custom.items()], tuple(k.lower() for k in custom))
-    if not params:
-        raise ValueError("stash_touch() needs at least one non-empty value, such as source=...")
-    touch_id = new_id()
-    raw = {"id": touch_id, "ts": now_ms(), "params": params}
-    stash = session.get(SESSION_KEY)
-    session[SESSION_KEY] = [*(stash if isinstance(stash, list) else []), raw]
-    touch_recorded.send(current_app._get_current_object(), touch=raw, user_id=None)  # type: ignore[attr-defined]
-    return touch_id
+    if app.extensions.get("csrf") is not None:
+        exempt()
+    else:
+        app.before_request(exempt)

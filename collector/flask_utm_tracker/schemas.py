@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import typing as t
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from .cookie import ID_RE
 from .params import MAX_PARAMS
+
+logger = logging.getLogger("flask_utm_tracker")
+
+#: Visitor and touch ids: 1 to 64 characters of ``[A-Za-z0-9_-]``.
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 #: Most touches in one beacon.
 MAX_TOUCHES = 50
@@ -89,34 +95,50 @@ class ErrorSchema(Schema):
     )
 
 
-class LeadSourceSchema(Schema):
-    """A ``LeadSource`` row as exported (``flask utm export``, JSON routes)."""
+class LatestSchema(Schema):
+    """The latest touch as the visitor cookie keeps it (``l``): its id, time and parameters."""
 
-    id = fields.Integer()
-    user_id = fields.Raw()
-    touch_id = fields.String()
-    visitor_id = fields.String(allow_none=True)
-    channel = fields.String()
-    source = fields.String()
-    medium = fields.String()
-    campaign = fields.String()
-    term = fields.String()
-    content = fields.String()
-    utm_id = fields.String(allow_none=True)
-    source_platform = fields.String(allow_none=True)
-    creative_format = fields.String(allow_none=True)
-    marketing_tactic = fields.String(allow_none=True)
-    gclid = fields.String(allow_none=True)
-    aclk = fields.String(allow_none=True)
-    msclkid = fields.String(allow_none=True)
-    twclid = fields.String(allow_none=True)
-    fbclid = fields.String(allow_none=True)
-    click_ids = fields.Dict()
-    custom_tags = fields.Dict()
-    referrer = fields.String(allow_none=True)
-    landing_url = fields.String(allow_none=True)
-    timestamp = fields.DateTime()
-    created_at = fields.DateTime()
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True, validate=_id)
+    ts = fields.Integer(strict=True, required=True)
+    params = fields.Dict(
+        keys=fields.String(validate=validate.Length(max=100)),
+        values=fields.String(),
+        load_default=dict,
+        validate=_max_params,
+    )
+
+
+_touch = TouchSchema()
+_latest = LatestSchema()
+
+
+def load_touch(raw: t.Any) -> dict[str, t.Any] | None:
+    """``raw`` validated by :class:`TouchSchema`, or ``None`` (logged) when it is not a touch.
+
+    The one check of a touch that did not come in a beacon (the cookie, the session stash).
+    """
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return t.cast(dict[str, t.Any], _touch.load(raw))
+    except ValidationError as err:
+        logger.warning("Skipping an invalid touch: %s", err.messages)
+    except RecursionError:
+        logger.warning("Skipping an invalid touch: nested too deeply.")
+    return None
+
+
+def load_latest(raw: t.Any) -> dict[str, t.Any] | None:
+    """``raw`` validated by :class:`LatestSchema`, or ``None``."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return t.cast(dict[str, t.Any], _latest.load(raw))
+    except (ValidationError, RecursionError):
+        return None
 
 
 def accepted_type(environ: t.Mapping[str, t.Any]) -> bool:

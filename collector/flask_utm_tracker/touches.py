@@ -20,6 +20,7 @@ from . import models
 from .channels import channel_for, click_id_source
 from .classify import classify_referrer
 from .params import CLICK_IDS, clean_text, from_url, normalize
+from .schemas import load_touch
 
 #: Shown where a utm parameter leaves source or medium unknown, as GA4 does.
 NOT_SET = "(not set)"
@@ -136,3 +137,24 @@ def fields(
         row[name] = click_ids.get(name)
     row["channel"] = channel_for(source, medium, row["campaign"] or None, click_ids)
     return row
+
+
+def rows_of(
+    raws: t.Iterable[t.Any], context: Context, visitor_id: str | None, *, validated: bool = False
+) -> list[dict[str, t.Any]]:
+    """The row fields of each raw touch that is one; invalid ones are logged and skipped.
+
+    :param validated: the touches were loaded by the beacon's schema already.
+    """
+    rows = []
+    for raw in raws:
+        clean = raw if validated else load_touch(raw)
+        row = fields(clean, context, visitor_id) if clean is not None else None
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def signal_payload(row: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """What ``touch_recorded`` sends as ``touch``: the row fields, whatever stored them."""
+    return {name: row.get(name) for name in models.TOUCH_FIELDS}

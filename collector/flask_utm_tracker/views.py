@@ -13,9 +13,11 @@ from flask import Blueprint, Request, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from . import cookie as cookies
-from . import ingest, lane
+from .abuse import is_bot
 from .schemas import MAX_BODY, BeaconSchema, accepted_type
 from .signals import touch_recorded
+from .store import StoreError
+from .touches import rows_of, signal_payload
 
 if t.TYPE_CHECKING:
     from .extension import UTMTracker
@@ -88,9 +90,6 @@ def read_beacon() -> dict[str, t.Any]:
         raise BeaconError(400, f"The beacon body is not valid JSON: {err}.") from None
     if not isinstance(data, dict):
         raise BeaconError(400, "The beacon body must be a JSON object with 'v' and 'touches'.")
-    plain = ingest.plain_beacon(data)
-    if plain is not None:
-        return plain
     try:
         return t.cast(dict[str, t.Any], _beacon_schema.load(data))
     except ValidationError as err:
@@ -159,11 +158,7 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
     state_ = tracker.state()
     settings = state_.settings
     environ = req.environ
-    # The beacon lane may have counted this beacon already, or failed to store it.
-    if lane.RATE_COUNTED in environ:
-        wait = environ.pop(lane.RATE_COUNTED)
-    else:
-        wait = state_.limiter.hit(req.remote_addr or "")
+    wait = state_.limiter.hit(req.remote_addr or "")
     if wait is not None:
         response = error_response(429, "Too many beacons from this client; retry later.")
         response.headers["Retry-After"] = str(wait)
@@ -172,44 +167,37 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
         # Global Privacy Control: acknowledged, nothing stored.
         return Response(status=204)
     beacon = read_beacon()
-    if settings.drop_bots and ingest.is_bot(environ.get("HTTP_USER_AGENT")):
+    if settings.drop_bots and is_bot(req.user_agent.string):
         return Response(status=204)  # acknowledged, so that bots learn nothing
     visitor_id: str = beacon["v"]
     context = tracker.context(settings)
-    rows = ingest.rows_of(beacon["touches"], context, visitor_id)
+    rows = rows_of(beacon["touches"], context, visitor_id, validated=True)
 
     state, own_cookie = cookies.for_beacon(
         cookies.from_request(req, settings.cookie_name), visitor_id
     )
 
-    user_id = tracker.current_user_id(cheap=True)
+    user_id = tracker.current_user_id()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if rows:
         if user_id is not None:
             # Authenticated (session or request_loader): Touch rows claimed and LeadSource rows
             # for these touches, the cookie's pending ones and the visitor's unclaimed ones.
-            pending = tracker.rows_of(state.pending, context, visitor_id)
+            pending = rows_of(state.pending, context, visitor_id)
             if not tracker.write(user_id, visitor_id, [*rows, *pending], store_touches=True):
                 raise BeaconError(503, "The database is unavailable; the beacon was not stored.")
             state.pending = []
             stored = rows
-        elif environ.pop(lane.UNAVAILABLE, False):
-            raise BeaconError(503, "The database is unavailable; the beacon was not stored.")
         else:
             try:
-                stored = tracker.store_anonymous(
-                    tracker.db.engine,
-                    settings,
-                    visitor_id,
-                    rows,
-                    returning=touch_recorded.has_receivers_for(app),
-                )
-            except ingest.StoreError:
+                stored = tracker.store_anonymous(settings, visitor_id, rows)
+            except StoreError:
                 raise BeaconError(
                     503, "The database is unavailable; the beacon was not stored."
                 ) from None
-        for row in stored:
-            touch_recorded.send(app, touch=row, user_id=user_id)
+        if touch_recorded.has_receivers_for(app):
+            for row in stored:
+                touch_recorded.send(app, touch=signal_payload(row), user_id=user_id)
     response = Response(status=204)
     if own_cookie:
         tracker.set_cookie(response, state, settings)
