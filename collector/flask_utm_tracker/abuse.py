@@ -1,60 +1,321 @@
 """Abuse controls of the beacon endpoint: a per-client rate limit and bot filtering.
 
-The rate limit uses `limits`, the engine of Flask-Limiter, directly: Flask-Limiter's ``init_app``
-would hook every request of the host app and read the host's own ``RATELIMIT_*`` keys, while
-only the beacon needs a limit. Storage is ``memory://`` by default and ``redis://`` in production
-(shared by every worker). Clients are keyed by an HMAC of their address, never the raw IP.
+The rate limit calls `limits`, the engine of Flask-Limiter, directly: Flask-Limiter's
+``init_app`` would hook every request of the host app and read the host's own ``RATELIMIT_*``
+keys, while only the beacon needs a limit. What comes from `limits` and what is ours:
+
+- **Strategy** (limits): :class:`limits.strategies.SlidingWindowCounterRateLimiter`, a counter
+  per window weighted with the previous window's: constant work and memory per client, against
+  the moving window's list of timestamps per client.
+- **Storage** ``redis://`` (limits): :class:`limits.storage.RedisStorage`, shared by every
+  worker, its keys under the ``utm_tracker:`` prefix. Ours are only its options: short socket
+  timeouts and no retries, so a Redis that accepts connections and never answers costs one
+  timeout, not seconds. Other `limits` storage URIs are passed to `limits` as they are.
+- **Storage** ``memory://`` (ours): :class:`BoundedMemoryStorage`, a `limits` storage that keeps
+  the counters of at most ``max_clients`` clients, the least recently seen dropped first. limits'
+  own ``MemoryStorage`` keeps every client ever seen until a timer thread, rescheduled every
+  10 ms while hits arrive, walks all of their keys: work and memory that grow with the clients
+  seen. Ours has no thread and never walks its keys: each hit costs a dictionary lookup.
+- **Circuit breaker** (ours; limits has none): a failing storage lets the beacon through (a rate
+  limit must not lose touches) and is then left alone for ``cooldown`` seconds, after which one
+  hit tries it again (half-open) and closes the breaker if it answers.
+- **Client key** (ours): an IPv4 address, or the IPv6 network of ``ipv6_prefix`` bits (64: one
+  /64, what a single subscriber gets and rotates addresses within); an IPv4-mapped IPv6 address
+  counts as its IPv4 address. The storage sees an HMAC of that key, never the address.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
+import ipaddress
 import logging
 import re
+import threading
 import time
 import typing as t
+from collections import OrderedDict
+from math import floor
 
 from limits import RateLimitItem, parse_many
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError
+from limits.storage import SlidingWindowCounterSupport, Storage, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 logger = logging.getLogger("flask_utm_tracker")
 
+#: URI schemes of limits' Redis storages, which take a key prefix and redis-py's socket options.
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
+#: Of those, the ones made with ``redis.from_url``, which takes a retry policy.
+PLAIN_REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
+#: The client key of a request without a valid IP address (``REMOTE_ADDR`` unset, or a garbled
+#: ``X-Forwarded-For`` let through by a proxy): all of them share one budget, so junk addresses
+#: cannot be rotated to get a fresh budget each.
+NO_ADDRESS = "-"
+
+
+def client_id(address: str, ipv6_prefix: int = 64) -> str:
+    """The client an address belongs to: an IPv4 address, or an IPv6 network.
+
+    :param address: the request's remote address.
+    :param ipv6_prefix: how many leading bits of an IPv6 address name a client.
+    :return: e.g. ``"192.0.2.1"``, ``"2001:db8:1:2::/64"``, or :data:`NO_ADDRESS`.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return NO_ADDRESS
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    host_bits = 128 - ipv6_prefix
+    network = ipaddress.IPv6Address(int(ip) >> host_bits << host_bits)
+    return f"{network}/{ipv6_prefix}"
+
+
+class BoundedMemoryStorage(Storage, SlidingWindowCounterSupport):
+    """A `limits` storage in this process's memory holding at most ``max_keys`` counters.
+
+    Counters live in an :class:`~collections.OrderedDict` in the order of their last use; a new
+    counter past ``max_keys`` drops the least recently used one (that client starts afresh).
+    Every operation is a constant number of dictionary operations under one lock; there is no
+    thread and nothing ever walks the counters. An expired counter is reset when next used.
+
+    Fixed-window counters (``incr``/``get``) are ``[count, expires_at]``; sliding-window ones
+    ``[window, count, previous count]``, where ``window`` numbers the windows since the epoch.
+    """
+
+    def __init__(self, max_keys: int) -> None:
+        super().__init__(None)
+        if max_keys < 1:
+            raise ValueError(f"A rate-limit storage needs room for 1 counter, not {max_keys}.")
+        self.max_keys = max_keys
+        self._counters: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many counters are held."""
+        return len(self._counters)
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ValueError
+
+    def _store(self, key: str, counter: list[float]) -> None:
+        """Keep ``counter`` as the most recently used, dropping the least recently used one
+        when full. Call with the lock held."""
+        counters = self._counters
+        counters[key] = counter
+        counters.move_to_end(key)
+        if len(counters) > self.max_keys:
+            counters.popitem(last=False)
+
+    # -- fixed window --------------------------------------------------------------------------
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        with self._lock:
+            counter = self._counters.get(key)
+            if counter is None or counter[1] <= now:
+                counter = [0, now + expiry]
+            counter[0] += amount
+            self._store(key, counter)
+            return int(counter[0])
+
+    def get(self, key: str) -> int:
+        counter = self._counters.get(key)
+        return int(counter[0]) if counter is not None and counter[1] > time.time() else 0
+
+    def get_expiry(self, key: str) -> float:
+        now = time.time()
+        counter = self._counters.get(key)
+        return counter[1] if counter is not None and counter[1] > now else now
+
+    # -- sliding window counter ----------------------------------------------------------------
+
+    def _window(self, key: str, expiry: int, now: float) -> tuple[int, int, int]:
+        """``(window, count, previous count)`` of ``key`` at ``now``."""
+        window = int(now / expiry)
+        counter = self._counters.get(key)
+        if counter is None or counter[0] < window - 1:
+            return window, 0, 0
+        if counter[0] == window - 1:
+            return window, 0, int(counter[1])
+        return window, int(counter[1]), int(counter[2])
+
+    def acquire_sliding_window_entry(
+        self, key: str, limit: int, expiry: int, amount: int = 1
+    ) -> bool:
+        if amount > limit:
+            return False
+        now = time.time()
+        with self._lock:
+            window, count, previous = self._window(key, expiry, now)
+            # The share of the previous window still inside the sliding one, as in limits.
+            weighted = previous * (1 - (now / expiry) % 1) + count
+            if floor(weighted) + amount > limit:
+                if key in self._counters:
+                    self._counters.move_to_end(key)  # a refused client is still a recent one
+                return False
+            self._store(key, [window, count + amount, previous])
+            return True
+
+    def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+        now = time.time()
+        with self._lock:
+            _, count, previous = self._window(key, expiry, now)
+        left = (1 - (now / expiry) % 1) * expiry
+        return previous, left if previous else 0.0, count, left + expiry
+
+    def clear_sliding_window(self, key: str, expiry: int) -> None:
+        self.clear(key)
+
+    # -- the rest of limits' Storage -----------------------------------------------------------
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int | None:
+        with self._lock:
+            held = len(self._counters)
+            self._counters.clear()
+        return held
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._counters.pop(key, None)
+
 
 class RateLimiter:
-    """Hits against ``limit`` (e.g. ``"60/minute;1000/hour"``) in the storage at ``uri``."""
+    """Hits against ``limit`` (e.g. ``"60/minute;600/hour"``) in the storage at ``uri``.
 
-    def __init__(self, limit: str, uri: str, secret: bytes) -> None:
-        self.items: list[RateLimitItem] = parse_many(limit) if limit else []
-        self.limiter: MovingWindowRateLimiter | None = None
-        if self.items:
-            options = {"key_prefix": "utm_tracker"} if uri.startswith(("redis", "rediss")) else {}
-            self.limiter = MovingWindowRateLimiter(storage_from_string(uri, **options))
+    :param limit: limits' notation, ``;``-separated; ``""`` for no limit.
+    :param uri: ``memory://`` (this process, :class:`BoundedMemoryStorage`), ``redis://...``
+        (shared) or another `limits` storage URI.
+    :param secret: the key of the HMAC that names clients in the storage.
+    :param ipv6_prefix: IPv6 addresses in one network of this many bits are one client.
+    :param max_clients: with ``memory://``, the most clients whose counters are kept.
+    :param timeout: with Redis, the socket connect and read timeout in seconds.
+    :param cooldown: after a storage failure, seconds during which beacons are let through
+        without trying the storage; then one beacon tries it again.
+    :raises ValueError: for an invalid limit, storage URI or option, saying which.
+    """
+
+    def __init__(
+        self,
+        limit: str,
+        uri: str,
+        secret: bytes,
+        *,
+        ipv6_prefix: int = 64,
+        max_clients: int = 50_000,
+        timeout: float = 0.05,
+        cooldown: float = 5.0,
+    ) -> None:
+        if isinstance(ipv6_prefix, bool) or not 1 <= ipv6_prefix <= 128:
+            raise ValueError(f"The IPv6 prefix must be 1 to 128 bits, not {ipv6_prefix!r}.")
+        if max_clients < 1:
+            raise ValueError(f"The rate limit needs room for 1 client at least, not {max_clients}.")
+        if not timeout > 0:
+            raise ValueError(f"The rate-limit storage timeout must be above 0, not {timeout!r}.")
+        try:
+            self.items: list[RateLimitItem] = parse_many(limit) if limit else []
+        except ValueError:
+            raise ValueError(
+                f"{limit!r} is not a rate limit such as '60/minute' or '60/minute;600/hour'."
+            ) from None
         self.secret = secret
+        self.ipv6_prefix = ipv6_prefix
+        self.cooldown = cooldown
+        self.storage: Storage | None = None
+        self.strategy: SlidingWindowCounterRateLimiter | None = None
+        if self.items:
+            self.storage = make_storage(
+                uri, max_keys=max_clients * len(self.items), timeout=timeout
+            )
+            self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        # Circuit breaker: 0 when closed, else the monotonic time until which it stays open.
+        self._open_until = 0.0
+        self._trial = threading.Lock()
 
     def key(self, address: str) -> str:
-        """The storage key of a client: an HMAC of its address, not the address."""
-        digest = hmac.new(self.secret, address.encode("utf-8", "replace"), hashlib.sha256)
-        return digest.hexdigest()[:24]
+        """The storage key of the client ``address`` belongs to: an HMAC, not the address."""
+        name = client_id(address, self.ipv6_prefix).encode()
+        return hmac.digest(self.secret, name, "sha256")[:12].hex()
 
     def hit(self, address: str) -> int | None:
         """Count a request from ``address``: ``None`` when allowed, else seconds to wait.
 
-        A storage outage lets the request through (logged): a rate limit must not lose touches.
+        A storage failure lets the request through (logged) and opens the circuit breaker.
         """
-        if self.limiter is None:
+        strategy = self.strategy
+        if strategy is None:
+            return None
+        if self._open_until and not self._try_again():
             return None
         key = self.key(address)
+        wait = None
         try:
             for item in self.items:
-                if not self.limiter.hit(item, "beacon", key):
-                    reset = self.limiter.get_window_stats(item, "beacon", key).reset_time
-                    return max(1, int(reset - time.time()) + 1)
+                if not strategy.hit(item, key):
+                    reset = strategy.get_window_stats(item, key).reset_time
+                    wait = max(1, int(reset - time.time()) + 1)
+                    break
         except Exception:
-            logger.exception("The rate-limit storage failed; the beacon is let through.")
-        return None
+            self._open_until = time.monotonic() + self.cooldown
+            logger.warning(
+                "The rate-limit storage failed; beacons are let through without a limit for"
+                " %g seconds, then it is tried again.",
+                self.cooldown,
+                exc_info=True,
+            )
+            return None
+        if self._open_until:
+            self._open_until = 0.0
+            logger.warning("The rate-limit storage answers again; beacons are limited again.")
+        return wait
+
+    def _try_again(self) -> bool:
+        """With the breaker open: whether this hit is the one that tries the storage again
+        (the cooldown is over and no other hit is trying it)."""
+        with self._trial:
+            now = time.monotonic()
+            if now < self._open_until:
+                return False
+            self._open_until = now + self.cooldown  # the others keep skipping while this tries
+            return True
+
+
+def make_storage(uri: str, *, max_keys: int, timeout: float) -> Storage:
+    """The `limits` storage at ``uri``: ours for ``memory://``, limits' for the rest.
+
+    :raises ValueError: when limits does not know the URI or cannot use it.
+    """
+    if uri == "memory://":
+        return BoundedMemoryStorage(max_keys)
+    options: dict[str, t.Any] = {}
+    if uri.startswith(REDIS_SCHEMES):
+        options = {
+            "key_prefix": "utm_tracker",
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+        }
+        if uri.startswith(PLAIN_REDIS_SCHEMES):
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            options["retry"] = Retry(NoBackoff(), 0)
+    try:
+        storage = storage_from_string(uri, **options)
+    except (ConfigurationError, ValueError, TypeError) as err:
+        raise ValueError(f"{uri!r} is not a rate-limit storage limits can use: {err}") from None
+    if not isinstance(storage, Storage) or not isinstance(storage, SlidingWindowCounterSupport):
+        raise ValueError(
+            f"{uri!r} is not a rate-limit storage for the sliding window counter: use"
+            " 'memory://' or 'redis://host:6379/0'."
+        )
+    return storage
 
 
 #: Agents crawlerdetect lists that still send real touches: headless browsers (sites testing
