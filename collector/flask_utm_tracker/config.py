@@ -54,6 +54,15 @@ MAX_TOUCHES_PER_VISITOR = 200
 RATE_LIMIT = "60/minute;600/hour"
 #: Where rate-limit counters live: ``memory://`` (one process) or ``redis://host:6379/0`` (shared).
 RATE_LIMIT_STORAGE = "memory://"
+#: IPv6 addresses sharing this many leading bits are one client of the rate limit (64: a /64,
+#: what one subscriber gets); IPv4 addresses, and IPv4-mapped IPv6 ones, are one client each.
+RATE_LIMIT_IPV6_PREFIX = 64
+#: With ``memory://``, the rate limit keeps the counters of this many clients at most, the least
+#: recently seen dropped first (about 600 bytes each with two limits).
+RATE_LIMIT_MAX_CLIENTS = 50_000
+#: With Redis, seconds to wait to connect or for an answer; past that, and for the next 5
+#: seconds, beacons are let through without a limit.
+RATE_LIMIT_TIMEOUT = 0.05
 #: Acknowledge beacons from crawlers (crawlerdetect) with 204 and store nothing.
 DROP_BOTS = True
 
@@ -99,6 +108,9 @@ class Settings:
     max_touches_per_visitor: int
     rate_limit: str
     rate_limit_storage: str
+    rate_limit_ipv6_prefix: int
+    rate_limit_max_clients: int
+    rate_limit_timeout: float
     drop_bots: bool
 
 
@@ -115,6 +127,14 @@ def _as_list(key: str, value: t.Any) -> tuple[str, ...]:
 def _as_int(key: str, value: t.Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{key} must be a whole number of at least 0, not {value!r}.")
+    return value
+
+
+def _in_range(key: str, value: t.Any, low: float, high: float, what: str) -> t.Any:
+    """``value`` when it is a number from ``low`` to ``high`` (an ``int`` if ``low`` is one)."""
+    kinds = (int,) if isinstance(low, int) else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        raise ConfigError(f"{key} must be {what} from {low} to {high}, not {value!r}.")
     return value
 
 
@@ -179,5 +199,28 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
         ),
         rate_limit=str(get("RATE_LIMIT") or ""),
         rate_limit_storage=str(get("RATE_LIMIT_STORAGE") or "memory://"),
+        rate_limit_ipv6_prefix=_in_range(
+            PREFIX + "RATE_LIMIT_IPV6_PREFIX",
+            get("RATE_LIMIT_IPV6_PREFIX"),
+            1,
+            128,
+            "a prefix length in bits (64 for a /64)",
+        ),
+        rate_limit_max_clients=_in_range(
+            PREFIX + "RATE_LIMIT_MAX_CLIENTS",
+            get("RATE_LIMIT_MAX_CLIENTS"),
+            1,
+            100_000_000,
+            "a number of clients",
+        ),
+        rate_limit_timeout=float(
+            _in_range(
+                PREFIX + "RATE_LIMIT_TIMEOUT",
+                get("RATE_LIMIT_TIMEOUT"),
+                0.001,
+                60.0,
+                "a number of seconds",
+            )
+        ),
         drop_bots=bool(get("DROP_BOTS")),
     )
