@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import functools
 import hmac
-import ipaddress
 import logging
 import re
+import socket
 import threading
 import time
 import typing as t
@@ -52,26 +52,32 @@ PLAIN_REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
 #: ``X-Forwarded-For`` let through by a proxy): all of them share one budget, so junk addresses
 #: cannot be rotated to get a fresh budget each.
 NO_ADDRESS = "-"
+#: The first 96 bits of an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, RFC 4291 2.5.5.2).
+IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def client_id(address: str, ipv6_prefix: int = 64) -> str:
     """The client an address belongs to: an IPv4 address, or an IPv6 network.
 
+    ``socket.inet_pton`` reads the address (in C: ``ipaddress`` costs a few microseconds more
+    per beacon). It takes only the canonical dotted form of IPv4 addresses (no leading zeros,
+    no shortened forms), so an IPv4 address has one spelling and is its own name.
+
     :param address: the request's remote address.
     :param ipv6_prefix: how many leading bits of an IPv6 address name a client.
-    :return: e.g. ``"192.0.2.1"``, ``"2001:db8:1:2::/64"``, or :data:`NO_ADDRESS`.
+    :return: e.g. ``"192.0.2.1"``, ``"20010db800010002/64"`` (the network's bits in hex), or
+        :data:`NO_ADDRESS`.
     """
     try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+        if ":" not in address:
+            socket.inet_pton(socket.AF_INET, address)
+            return address
+        packed = socket.inet_pton(socket.AF_INET6, address.partition("%")[0])  # less a zone
+    except (OSError, ValueError):  # not an address; ValueError: a NUL character
         return NO_ADDRESS
-    if isinstance(ip, ipaddress.IPv4Address):
-        return str(ip)
-    if ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    host_bits = 128 - ipv6_prefix
-    network = ipaddress.IPv6Address(int(ip) >> host_bits << host_bits)
-    return f"{network}/{ipv6_prefix}"
+    if packed[:12] == IPV4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return f"{int.from_bytes(packed, 'big') >> (128 - ipv6_prefix):x}/{ipv6_prefix}"
 
 
 class BoundedMemoryStorage(Storage, SlidingWindowCounterSupport):
