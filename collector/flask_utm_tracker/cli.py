@@ -263,4 +263,7 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
         rollup.vacuum(engine, tracker.LeadSource)
         click.echo(f"Rebuilt the report tables: {leads} leads over {days} sign-up days.")
 
+    from .destinations import add_commands
+
+    add_commands(group, tracker)  # export-conversions, destinations push|status
     return group
