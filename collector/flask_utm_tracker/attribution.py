@@ -1,12 +1,264 @@
-"""Attribution of conversions to touches by six models (placeholder)."""
+"""Attribution of conversions to the touches before them, by six models.
+
+A conversion's **path** is its user's ``LeadSource`` rows with ``timestamp`` at or before the
+conversion's ``occurred_at`` and at most ``UTM_TRACKER_LOOKBACK_DAYS`` (default 90) before it,
+oldest first (ties by row id). Each touch stands for its value of the chosen dimension
+(``channel``, ``source``, ``medium`` or ``campaign``; an empty value is ``(not set)``). A
+conversion with an empty path is credited to ``(direct)`` under every model.
+
+The credit of one conversion whose path has ``n`` touches:
+
+``first``, ``last``
+    1 to the first (the last) touch.
+``linear``
+    ``1/n`` to each touch.
+``position``
+    ``n = 1``: 1; ``n = 2``: 0.5 each; ``n >= 3``: 0.4 to the first, 0.4 to the last and
+    ``0.2/(n-2)`` to each touch between.
+``time_decay``
+    each touch weighs ``2^(-age/h)``, ``age`` being the conversion time minus the touch time
+    and ``h`` ``UTM_TRACKER_HALF_LIFE_DAYS`` (default 7); the weights are normalised to sum
+    to 1.
+``data_driven``
+    a first-order Markov chain over the dimension's values (the states are ``start``, the
+    values, ``conversion`` and ``null``). The converting paths are the paths of the range's
+    conversions; the null paths are the whole paths (every row, no lookback) of the users who
+    have lead sources and no conversion of that name in the range. Consecutive repeats of a
+    value collapse into one. The transition probabilities are the observed transition counts
+    divided by the counts out of each state. The **removal effect** of a value ``x`` is
+    ``RE(x) = 1 - P(conversion with x removed) / P(conversion)``, where removing ``x`` sends
+    every transition into ``x`` to ``null``. The range's conversions with a non-empty path, and
+    their revenue in each currency, are shared out in proportion to ``RE``; the conversions
+    with an empty path go to ``(direct)``.
+
+    Computed exactly, not by simulation: with ``N = (I - Q)^-1`` the fundamental matrix of the
+    transient states (``Q`` their transition probabilities) and ``b = N r`` the probabilities
+    of ending in ``conversion``, the probability of converting without ever visiting ``x`` is
+    ``b[start] - (N[start, x] / N[x, x]) * b[x]`` (the chance of reaching ``x`` times the chance
+    of converting from there), so ``RE(x) = N[start, x] * b[x] / (N[x, x] * b[start])``: one
+    matrix inversion for every removal effect.
+
+    **What it needs to be meaningful.** The model learns what a value adds by comparing
+    journeys that converted with journeys that did not, so it needs non-converting journeys:
+    at least :data:`MIN_NULL_PATHS` (100) null paths in the range. With none, every journey
+    converts and a removal effect is only the share of conversions whose path holds the value
+    (every touch looks indispensable). Below that threshold, or when no conversion of the
+    range has a touch, ``data_driven`` **falls back to** ``linear``, logs a warning, and the
+    dashboard says so. Users' whole paths are kept up to date when their lead sources are
+    written and when they convert; after writing ``LeadSource`` rows around the extension,
+    run ``flask utm rebuild``.
+
+Revenue is credited in the same proportions as conversions, per currency (a conversion without
+a value adds to the conversions only). Spend is matched on the dimension's value: the channel of
+a spend row comes from its source, medium and campaign by the same GA4 rules as a touch's
+(:func:`flask_utm_tracker.channels.channel_for`). ``roas`` (revenue / spend) needs the spend
+and the revenue in one and the same currency; ``cpa`` (spend / conversions) needs the spend in
+one currency and at least one conversion; otherwise they are ``None``.
+
+The first five models are summed from a per-day table kept in step when conversions are
+recorded (:mod:`flask_utm_tracker.conversions`); ``data_driven`` reads the stored paths. A
+report reads and never computes a path.
+"""
 
 from __future__ import annotations
 
+import logging
 import typing as t
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from .extension import UTMTracker
+
+logger = logging.getLogger("flask_utm_tracker")
+
+#: The models, with the names the dashboard and the CLI show.
+MODELS: dict[str, str] = {
+    "first": "First touch",
+    "last": "Last touch",
+    "linear": "Linear",
+    "position": "Position based",
+    "time_decay": "Time decay",
+    "data_driven": "Data-driven (Markov)",
+}
+#: The models computed per conversion and summed per day (``data_driven`` is not).
+POSITIONAL: tuple[str, ...] = ("first", "last", "linear", "position", "time_decay")
+#: The dimensions a report groups by.
+DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign")
+#: The key of conversions with an empty path, and of empty values.
+DIRECT = "(direct)"
+NOT_SET = "(not set)"
+#: Fewest null paths the data-driven model needs; below, it falls back to :data:`FALLBACK`.
+MIN_NULL_PATHS = 100
+FALLBACK = "linear"
+#: Defaults of the configuration keys read here.
+LOOKBACK_DAYS = 90
+HALF_LIFE_DAYS = 7.0
+
+
+# -- one conversion -----------------------------------------------------------------------------
+
+
+class Touch(t.NamedTuple):
+    """What a model needs of a ``LeadSource`` row."""
+
+    key: str
+    timestamp: datetime
+
+
+def credits(
+    model: str, path: t.Sequence[Touch], at: datetime, half_life_days: float
+) -> dict[str, float]:
+    """The credit of one conversion at ``at`` per key under a positional ``model``.
+
+    :param path: the conversion's touches, oldest first (already cut to the lookback window).
+    :param half_life_days: the half-life of ``time_decay``.
+    :return: key -> credit, summing to 1 (``{"(direct)": 1}`` for an empty path).
+    """
+    n = len(path)
+    if n == 0:
+        return {DIRECT: 1.0}
+    weights: list[float]
+    if model == "first":
+        weights = [1.0] + [0.0] * (n - 1)
+    elif model == "last":
+        weights = [0.0] * (n - 1) + [1.0]
+    elif model == "linear":
+        weights = [1.0 / n] * n
+    elif model == "position":
+        if n == 1:
+            weights = [1.0]
+        elif n == 2:
+            weights = [0.5, 0.5]
+        else:
+            weights = [0.4] + [0.2 / (n - 2)] * (n - 2) + [0.4]
+    elif model == "time_decay":
+        half_life = half_life_days * 86400.0
+        raw = [
+            2.0 ** (-max((at - touch.timestamp).total_seconds(), 0.0) / half_life) for touch in path
+        ]
+        total = sum(raw)
+        weights = [w / total for w in raw]
+    else:
+        raise ValueError(f"Unknown positional model {model!r}; use one of {POSITIONAL}.")
+    out: dict[str, float] = {}
+    for touch, weight in zip(path, weights, strict=True):
+        if weight:
+            out[touch.key] = out.get(touch.key, 0.0) + weight
+    return out
+
+
+def window(rows: t.Iterable[Touch], at: datetime, lookback_days: int) -> list[Touch]:
+    """The touches of ``rows`` (oldest first) at or before ``at`` and within the lookback."""
+    earliest = at - timedelta(days=lookback_days)
+    return [row for row in rows if earliest <= row.timestamp <= at]
+
+
+def collapse(keys: t.Iterable[str]) -> list[str]:
+    """``keys`` with consecutive repeats collapsed into one."""
+    out: list[str] = []
+    for key in keys:
+        if not out or out[-1] != key:
+            out.append(key)
+    return out
+
+
+# -- the Markov chain ---------------------------------------------------------------------------
+
+
+def removal_effects(
+    converting: t.Mapping[tuple[str, ...], float], null: t.Mapping[tuple[str, ...], float]
+) -> dict[str, float]:
+    """The removal effect of every value of a first-order Markov chain (see the module's
+    docstring for the formula).
+
+    :param converting: collapsed non-empty converting paths and how many times each occurred.
+    :param null: collapsed non-empty null paths and how many times each occurred.
+    :return: value -> ``RE``; empty when nothing converts.
+    """
+    import numpy as np
+
+    states = sorted({key for paths in (converting, null) for path in paths for key in path})
+    if not states or not any(n > 0 for n in converting.values()):
+        return {}
+    index = {key: i + 1 for i, key in enumerate(states)}  # 0 is start
+    size = len(states) + 1
+    counts = np.zeros((size, size + 2))  # columns size, size + 1: conversion, null
+    for paths, end in ((converting, size), (null, size + 1)):
+        for path, n in paths.items():
+            if not path or n <= 0:
+                continue
+            previous = 0
+            for key in path:
+                counts[previous, index[key]] += n
+                previous = index[key]
+            counts[previous, end] += n
+    out_of = counts.sum(axis=1, keepdims=True)
+    probabilities = np.divide(counts, out_of, out=np.zeros_like(counts), where=out_of > 0)
+    q = probabilities[:, :size]
+    fundamental = np.linalg.inv(np.eye(size) - q)
+    absorbed = fundamental @ probabilities[:, size]
+    converts = absorbed[0]
+    if converts <= 0:
+        return {}
+    diagonal = np.diag(fundamental)
+    return {
+        key: max(float(fundamental[0, i] * absorbed[i] / (diagonal[i] * converts)), 0.0)
+        for key, i in index.items()
+    }
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What :func:`report` found: the rows and how they were computed."""
+
+    rows: list[dict[str, t.Any]]
+    #: The model asked for, and the one used (``linear`` when ``data_driven`` fell back).
+    model: str
+    used: str
+    #: Null paths the data-driven model saw (``None`` for the other models).
+    null_paths: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _day(value: t.Any, what: str) -> date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{what} must be a date (YYYY-MM-DD), not {value!r}.")
+
+
+def check(model: str, by: str, start: t.Any, end: t.Any) -> tuple[date | None, date | None]:
+    """Validate a report's arguments; return the dates.
+
+    :raises ValueError: naming the bad argument and the valid values.
+    """
+    if model not in MODELS:
+        raise ValueError(f"Unknown attribution model {model!r}; use one of: {', '.join(MODELS)}.")
+    if by not in DIMENSIONS:
+        raise ValueError(f"Unknown dimension {by!r}; use one of: {', '.join(DIMENSIONS)}.")
+    first, last = _day(start, "start"), _day(end, "end")
+    if first and last and first > last:
+        raise ValueError("The start must not be after the end.")
+    return first, last
 
 
 def attribute(
-    tracker: t.Any,
+    tracker: UTMTracker,
     *,
     name: str | None = None,
     model: str = "last",
@@ -14,4 +266,227 @@ def attribute(
     start: t.Any = None,
     end: t.Any = None,
 ) -> list[dict[str, t.Any]]:
-    raise NotImplementedError
+    """Conversions, revenue, spend, ROAS and CPA per value of ``by`` under ``model``.
+
+    :param name: the conversion name (``None``: every conversion).
+    :param start: first day of ``occurred_at`` (a date, UTC, inclusive); ``None``: no bound.
+    :param end: last day, inclusive.
+    :return: ``[{"key", "conversions", "revenue", "spend", "roas", "cpa"}]`` sorted by
+        conversions, descending (then by key).
+    :raises ValueError: an unknown model or dimension, or a bad date.
+    """
+    return report(tracker, name=name, model=model, by=by, start=start, end=end).rows
+
+
+def report(
+    tracker: UTMTracker,
+    *,
+    name: str | None = None,
+    model: str = "last",
+    by: str = "channel",
+    start: t.Any = None,
+    end: t.Any = None,
+) -> Report:
+    """:func:`attribute`, with how the numbers were computed (the data-driven fallback)."""
+    from . import conversions
+
+    first, last = check(model, by, start, end)
+    tables = conversions.tables(tracker)
+    engine = tracker.db.engine
+    notes: list[str] = []
+    used = model
+    null_paths: int | None = None
+    with engine.connect() as conn:
+        credited: dict[str, float] = defaultdict(float)
+        revenue: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        if model == "data_driven":
+            shared = _data_driven(conn, tracker, tables, name, by, first, last)
+            null_paths = shared[0]
+            if shared[1] is None:
+                used = FALLBACK
+                notes.append(
+                    f"Data-driven attribution needs at least {MIN_NULL_PATHS} users who did not"
+                    f" convert (null paths) and a conversion with a touch; this range has"
+                    f" {null_paths} null paths. Showing {MODELS[FALLBACK].lower()} instead."
+                )
+                logger.warning(notes[-1])
+            else:
+                credited, revenue = shared[1], shared[2]
+        if used != "data_driven":
+            day = tables.day
+            where = [day.c.dimension == by]
+            if name is not None:
+                where.append(day.c.name == name)
+            if first is not None:
+                where.append(day.c.day >= first)
+            if last is not None:
+                where.append(day.c.day <= last)
+            query = (
+                sa.select(
+                    day.c.key,
+                    day.c.currency,
+                    sa.func.sum(day.c[used]),
+                    sa.func.sum(day.c["revenue_" + used]),
+                    sa.func.sum(day.c.valued),
+                )
+                .where(*where)
+                .group_by(day.c.key, day.c.currency)
+            )
+            for key, currency, n, money, valued in conn.execute(query):
+                credited[key] += float(n or 0)
+                if valued and abs(valued) > 1e-9:
+                    revenue[key][currency] += float(money or 0)
+        spend = _spend(conn, tracker, by, first, last)
+    return Report(_rows(credited, revenue, spend), model, used, null_paths, notes)
+
+
+def _data_driven(
+    conn: sa.Connection,
+    tracker: UTMTracker,
+    tables: t.Any,
+    name: str | None,
+    by: str,
+    first: date | None,
+    last: date | None,
+) -> tuple[int, dict[str, float] | None, dict[str, dict[str, float]]]:
+    """The data-driven credits, or ``None`` for them when the model must fall back."""
+    from . import conversions
+
+    path = tables.path
+    where = conversions.range_filter(conn, path.c.occurred_at, first, last)
+    if name is not None:
+        where.append(path.c.name == name)
+    column = path.c[by]
+    converting: Counter[tuple[str, ...]] = Counter()
+    # Per path and currency: conversions, revenue.
+    money: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    direct = 0.0
+    direct_money: dict[str, float] = defaultdict(float)
+    query = (
+        sa.select(column, path.c.currency, sa.func.count(), sa.func.sum(path.c.value))
+        .where(*where)
+        .group_by(column, path.c.currency)
+    )
+    for text, currency, n, value in conn.execute(query):
+        keys = conversions.decode_path(text)
+        if not keys:
+            direct += n
+            if value is not None:
+                direct_money[currency] += float(value)
+            continue
+        converting[keys] += n
+        if value is not None:
+            money[keys][currency] += float(value)
+
+    users = tables.user_path
+    conversion = tracker.Conversion.__table__
+    converted = [conversion.c.user_id == users.c.user_id]
+    converted += conversions.range_filter(conn, conversion.c.occurred_at, first, last)
+    if name is not None:
+        converted.append(conversion.c.name == name)
+    query = (
+        sa.select(users.c[by], sa.func.count())
+        .where(~sa.exists().where(*converted))
+        .group_by(users.c[by])
+    )
+    null: Counter[tuple[str, ...]] = Counter()
+    for text, n in conn.execute(query):
+        keys = conversions.decode_path(text)
+        if keys:
+            null[keys] += n
+    null_paths = sum(null.values())
+    if null_paths < MIN_NULL_PATHS or not converting:
+        return null_paths, None, {}
+    effects = removal_effects(converting, null)
+    total_effect = sum(effects.values())
+    credited: dict[str, float] = defaultdict(float)
+    revenue: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    conversions_total = float(sum(converting.values()))
+    money_total: dict[str, float] = defaultdict(float)
+    for by_currency in money.values():
+        for currency, value in by_currency.items():
+            money_total[currency] += value
+    for key, effect in effects.items():
+        share = effect / total_effect if total_effect > 0 else 0.0
+        credited[key] += conversions_total * share
+        for currency, value in money_total.items():
+            revenue[key][currency] += value * share
+    if direct:
+        credited[DIRECT] += direct
+        for currency, value in direct_money.items():
+            revenue[DIRECT][currency] += value
+    return null_paths, credited, revenue
+
+
+def spend_key(by: str, source: str, medium: str, campaign: str) -> str:
+    """The value of ``by`` a spend row counts for (its channel by GA4's rules)."""
+    from .channels import channel_for
+
+    if by == "channel":
+        return channel_for(source, medium, campaign)
+    value = {"source": source, "medium": medium, "campaign": campaign}[by]
+    return value or NOT_SET
+
+
+def _spend(
+    conn: sa.Connection, tracker: UTMTracker, by: str, first: date | None, last: date | None
+) -> dict[str, dict[str, float]]:
+    spend = tracker.Spend.__table__
+    where = []
+    if first is not None:
+        where.append(spend.c.date >= first)
+    if last is not None:
+        where.append(spend.c.date <= last)
+    query = (
+        sa.select(
+            spend.c.source,
+            spend.c.medium,
+            spend.c.campaign,
+            spend.c.currency,
+            sa.func.sum(spend.c.cost),
+        )
+        .where(*where)
+        .group_by(spend.c.source, spend.c.medium, spend.c.campaign, spend.c.currency)
+    )
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for source, medium, campaign, currency, cost in conn.execute(query):
+        out[spend_key(by, source, medium, campaign)][currency] += float(cost or 0)
+    return out
+
+
+def _clean(value: float) -> float:
+    value = round(value, 6)
+    return 0.0 if value == 0 else value  # no -0.0
+
+
+def _rows(
+    credited: t.Mapping[str, float],
+    revenue: t.Mapping[str, t.Mapping[str, float]],
+    spend: t.Mapping[str, t.Mapping[str, float]],
+) -> list[dict[str, t.Any]]:
+    rows: list[dict[str, t.Any]] = []
+    for key in set(credited) | set(spend):
+        conversions = _clean(credited.get(key, 0.0))
+        money = {c: _clean(v) for c, v in sorted(revenue.get(key, {}).items())}
+        cost = {c: _clean(v) for c, v in sorted(spend.get(key, {}).items()) if v}
+        if not conversions and not any(money.values()) and not cost:
+            continue  # what a restatement or an erasure left at zero
+        roas = cpa = None
+        if len(cost) == 1:
+            ((currency, amount),) = cost.items()
+            if set(money) <= {currency} and amount > 0:
+                roas = _clean(money.get(currency, 0.0) / amount)
+            if conversions > 0:
+                cpa = _clean(amount / conversions)
+        rows.append(
+            {
+                "key": key,
+                "conversions": conversions,
+                "revenue": money,
+                "spend": cost,
+                "roas": roas,
+                "cpa": cpa,
+            }
+        )
+    rows.sort(key=lambda row: (-float(row["conversions"]), str(row["key"])))
+    return rows

@@ -3,7 +3,10 @@
 ``report`` prints the dashboard's comparison table; ``export`` writes every ``LeadSource`` row as
 CSV or JSON; ``purge`` removes unclaimed ``Touch`` rows past the retention period; ``erase``
 removes everything stored about one user; ``rebuild`` computes the reports' derived tables
-again (see :mod:`flask_utm_tracker.rollup`). Long runs show a progress bar on stderr, so standard
+again (see :mod:`flask_utm_tracker.rollup` and :mod:`flask_utm_tracker.conversions`);
+``conversions`` prints conversions, revenue, spend, ROAS and CPA under an attribution model (see
+:mod:`flask_utm_tracker.attribution`); ``spend import`` reads ad spend from a CSV file (see
+:mod:`flask_utm_tracker.spend`). Long runs show a progress bar on stderr, so standard
 output stays clean for pipes.
 """
 
@@ -19,7 +22,7 @@ import click
 import sqlalchemy as sa
 from flask.cli import AppGroup
 
-from . import reports, rollup
+from . import attribution, conversions, reports, rollup, spend
 from .models import utcnow
 
 if t.TYPE_CHECKING:
@@ -219,8 +222,8 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
     @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
     def erase(user_id: str, yes: bool) -> None:
         """Delete everything stored about one user (an erasure request): their LeadSource rows,
-        the Touch rows their logins claimed, and the unclaimed Touch rows of their browsers'
-        visitor ids, which their next login would otherwise claim again.
+        the Touch rows their logins claimed, the unclaimed Touch rows of their browsers'
+        visitor ids (which their next login would otherwise claim again), and their conversions.
         """
         lead = tracker.LeadSource.__table__
         touch = tracker.Touch.__table__
@@ -230,7 +233,9 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
             message = f"{user_id!r} is not a valid user id."
             raise click.BadParameter(message, param_hint="--user") from None
         if not yes:
-            click.confirm(f"Erase every lead source and touch of user {user_id}?", abort=True)
+            click.confirm(
+                f"Erase every lead source, touch and conversion of user {user_id}?", abort=True
+            )
         with tracker.db.engine.begin() as conn:
             visitors = sa.union(
                 sa.select(lead.c.visitor_id).where(lead.c.user_id == key),
@@ -245,16 +250,19 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
             claimed = conn.execute(sa.delete(touch).where(touch.c.claimed_by == key)).rowcount
             leads = conn.execute(sa.delete(lead).where(lead.c.user_id == key)).rowcount
             rollup.refresh(conn, tracker.LeadSource, [key])
+            converted = conversions.erase_user(conn, tracker, key)
         click.echo(
             f"Erased user {user_id}: {leads} lead sources, {claimed} claimed and"
-            f" {unclaimed} unclaimed touches."
+            f" {unclaimed} unclaimed touches, {converted} conversions."
         )
 
     @group.command("rebuild")
     def rebuild() -> None:
-        """Compute the reports' tables (per user and per sign-up day) again from every
-        LeadSource row: after upgrading, or after changing or deleting LeadSource rows or
-        sign-up times outside the extension. Reports stay readable meanwhile; logins wait.
+        """Compute the reports' tables (per user and per sign-up day; conversions' paths and
+        credits) again from every LeadSource and Conversion row: after upgrading, after
+        changing UTM_TRACKER_LOOKBACK_DAYS or UTM_TRACKER_HALF_LIFE_DAYS, or after changing or
+        deleting LeadSource rows, conversions, users or sign-up times outside the extension.
+        Reports stay readable meanwhile; logins and conversions wait.
         """
         click.echo("Rebuilding the report tables from every lead source...", err=True)
         engine = tracker.db.engine
@@ -262,8 +270,139 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
             leads, days = rollup.rebuild(conn, tracker.LeadSource)
         rollup.vacuum(engine, tracker.LeadSource)
         click.echo(f"Rebuilt the report tables: {leads} leads over {days} sign-up days.")
+        click.echo("Rebuilding the conversions' paths and credits...", err=True)
+        with engine.begin() as conn:
+            converted, users = conversions.rebuild(conn, tracker)
+        click.echo(
+            f"Rebuilt the attribution tables: {converted} conversions, {users} users' paths."
+        )
 
     from .destinations import add_commands
 
     add_commands(group, tracker)  # export-conversions, destinations push|status
+
+    @group.command("conversions")
+    @click.option("--name", help="Conversion name (such as purchase); default: every conversion.")
+    @click.option(
+        "--model",
+        type=click.Choice(list(attribution.MODELS)),
+        default="last",
+        show_default=True,
+        help="Attribution model.",
+    )
+    @click.option(
+        "--by",
+        type=click.Choice(attribution.DIMENSIONS),
+        default="channel",
+        show_default=True,
+        help="Credit conversions to this field of the touches.",
+    )
+    @click.option("--start", type=day, help="First day of the conversions (YYYY-MM-DD, UTC).")
+    @click.option("--end", type=day, help="Last day of the conversions (YYYY-MM-DD, UTC).")
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json", "csv"]),
+        default="table",
+        show_default=True,
+        help="A table, the JSON list tracker.attribute() returns, or CSV.",
+    )
+    def conversions_command(
+        name: str | None,
+        model: str,
+        by: str,
+        start: datetime | None,
+        end: datetime | None,
+        fmt: str,
+    ) -> None:
+        """Conversions, revenue, spend, ROAS and CPA by channel (or source, medium, campaign)
+        under an attribution model; see flask_utm_tracker.attribution for the models.
+        """
+        first, last = (start.date() if start else None), (end.date() if end else None)
+        if name is not None:
+            try:
+                conversions.check_name(name)
+            except ValueError as err:
+                raise click.BadParameter(str(err), param_hint="--name") from None
+        if first and last and first > last:
+            raise click.BadParameter("The start must not be after the end.", param_hint="--start")
+        result = attribution.report(tracker, name=name, model=model, by=by, start=first, end=last)
+        for note in result.notes:
+            click.echo(printable(note, width=10_000), err=True)
+        rows = result.rows
+        if fmt == "json":
+            click.echo(json.dumps(rows, indent=2, sort_keys=True))
+            return
+        if fmt == "csv":
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow([by, "conversions", "revenue", "spend", "roas", "cpa"])
+            for row in rows:
+                writer.writerow(
+                    [
+                        neutralise(printable(row["key"], width=10_000)),
+                        row["conversions"],
+                        _money(row["revenue"]),
+                        _money(row["spend"]),
+                        "" if row["roas"] is None else row["roas"],
+                        "" if row["cpa"] is None else row["cpa"],
+                    ]
+                )
+            sys.stdout.flush()
+            return
+        label = f"{name or 'Every conversion'}, {attribution.MODELS[result.used].lower()}"
+        period = f"{first or 'the beginning'} to {last or 'today'}"
+        click.echo(f"{label}, {period}")
+        if not rows:
+            click.echo("No conversions in this period.")
+            return
+        header = [by.capitalize(), "Conversions", "Revenue", "Spend", "ROAS", "CPA"]
+        table = [
+            [
+                printable(row["key"]),
+                _number(row["conversions"]),
+                printable(_money(row["revenue"]) or "-"),
+                printable(_money(row["spend"]) or "-"),
+                "-" if row["roas"] is None else f"{row['roas']:.2f}",
+                "-" if row["cpa"] is None else f"{row['cpa']:.2f}",
+            ]
+            for row in rows
+        ]
+        widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+        click.echo()
+        for i, line in enumerate([header, *table]):
+            cells = [line[0].ljust(widths[0])]
+            cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)]
+            click.echo("  ".join(cells).rstrip())
+            if i == 0:
+                click.echo("  ".join("-" * width for width in widths))
+
+    spend_group = AppGroup("spend", help="Ad spend, for ROAS and CPA beside conversions.")
+    group.add_command(spend_group)
+
+    @spend_group.command("import")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+    def spend_import(path: str) -> None:
+        """Import ad spend from a CSV file in GA4's cost-data layout plus a currency:
+        date,utm_source,utm_medium,utm_campaign,utm_id,cost,currency[,clicks,impressions].
+        A row with the same date, source, medium, campaign and id as one imported before
+        replaces it. A malformed file is refused whole, naming the line.
+        """
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as file:
+                rows = spend.read(file)
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{path} is not UTF-8 text; save it as UTF-8 CSV.") from None
+        except spend.SpendFileError as err:
+            raise click.ClickException(
+                f"{printable(path, 200)}, {printable(str(err), 10_000)} Nothing was imported."
+            ) from None
+        with tracker.db.engine.begin() as conn:
+            written = spend.store(conn, tracker.Spend.__table__, rows)
+        click.echo(f"Imported {written} spend rows from {printable(path, 200)}.")
+
     return group
+
+
+def _money(amounts: t.Mapping[str, float]) -> str:
+    """``{"EUR": 12.5, "USD": 3}`` as ``12.50 EUR; 3.00 USD``."""
+    return "; ".join(f"{value:.2f} {currency}" for currency, value in sorted(amounts.items()))
