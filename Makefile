@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint build bench clean
+.PHONY: demo test lint build bench docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(BIN)/.installed node_modules/.installed
 	$(MAKE) lint
 	npm test
 	$(BIN)/pytest
+
+docs: $(BIN)/.installed
+	$(BIN)/sphinx-build -W --keep-going -b html docs build/docs/html
+	@echo "Open build/docs/html/index.html"
 
 bench: $(BIN)/.installed
 	scripts/ensure-chromium
