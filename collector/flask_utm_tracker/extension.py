@@ -63,7 +63,11 @@ class UTMTracker:
     ) -> None:
         self.db = db
         self.user_model = user_model
-        self.LeadSource, self.Touch = make_models(db, user_model, table_prefix)
+        self.LeadSource, self.Touch, self.Lead, self.LeadDay = make_models(
+            db, user_model, table_prefix
+        )
+        rollup.register(self.LeadSource, self.Lead, self.LeadDay, user_model)
+        rollup.listen(self.LeadSource)
         conversion_models = conversions.make_models(
             db, user_model, user_pk(user_model), table_prefix
         )

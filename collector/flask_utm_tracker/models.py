@@ -110,8 +110,9 @@ def user_pk(user_model: type[t.Any]) -> sa.Column[t.Any]:
 
 def make_models(
     db: SQLAlchemy, user_model: type[t.Any], table_prefix: str = "utm_"
-) -> tuple[type[t.Any], type[t.Any]]:
-    """Build ``LeadSource`` and ``Touch`` on ``db.Model``, with a foreign key to ``user_model``.
+) -> tuple[type[t.Any], type[t.Any], type[t.Any], type[t.Any]]:
+    """Build ``LeadSource``, ``Touch``, ``Lead`` and ``LeadDay`` on ``db.Model``, with foreign
+    keys to ``user_model``.
 
     :param db: the host app's :class:`flask_sqlalchemy.SQLAlchemy` instance.
     :param user_model: the Flask-Login user model (single-column primary key).
@@ -218,9 +219,4 @@ def make_models(
             "fingerprint": sa.Column(sa.String(100), nullable=True),
         },
     )
-    lead_source._utm_rollup = (lead, lead_day, user_model)  # type: ignore[attr-defined]
-
-    from .rollup import listen
-
-    listen(lead_source)
-    return lead_source, touch
+    return lead_source, touch, lead, lead_day

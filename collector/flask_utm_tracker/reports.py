@@ -195,14 +195,9 @@ def _as_date(value: t.Any) -> date:
 
 
 def _prepare(tracker: UTMTracker, session: Session, start: date | None, end: date | None) -> t.Any:
-    """The ``LeadDay`` table, its days from ``start`` to ``end`` brought up to date first (in a
-    transaction of its own; see :mod:`flask_utm_tracker.rollup`).
-    """
-    bind = session.get_bind()
-    engine = bind.engine if isinstance(bind, sa.Connection) else bind
-    with engine.begin() as conn:
-        rollup.prepare(conn, tracker.LeadSource, start, end)
-    return rollup.models(tracker.LeadSource)[1].__table__
+    """The ``LeadDay`` rows from ``start`` to ``end``, read only (see
+    :func:`flask_utm_tracker.rollup.day_table`)."""
+    return rollup.day_table(session, tracker.LeadSource, start, end)
 
 
 def _where(table: t.Any, start: date | None, end: date | None, dimension: str) -> t.Any:

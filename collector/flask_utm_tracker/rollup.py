@@ -6,34 +6,39 @@ over every ``LeadSource`` row, too slow to compute at query time on a million ro
 ``Lead``
     one row per user with lead sources: the sign-up (the user model's ``created_at`` or
     ``date_joined``, else the first ``LeadSource.created_at``), its UTC day, and a fingerprint
-    of the user's rows (their number and largest id). :func:`refresh` rewrites the rows of
-    some users; it runs in the transaction that writes their lead sources
-    (``UTMTracker.write``), on every ORM flush of ``LeadSource`` rows (:func:`listen`) and in
-    ``flask utm erase``. Rows written around the extension (a bulk ``INSERT``) are caught up
-    before each report: the users with a ``LeadSource.id`` above the largest ``Lead.max_id``.
-    Deleting a user deletes its row (``ON DELETE CASCADE``).
+    of the user's rows (their number and largest id).
 ``LeadDay``
     per sign-up day and per value of each dimension, the leads credited under each model, the
     touches, and (on the day's totals row, dimension ``""``) the fingerprint of the day's
-    ``Lead`` rows it was computed from. Before a report, :func:`prepare` compares the days of
-    the range with ``Lead`` and computes again the days that differ (new users, new touches,
-    deleted users), from ``Lead`` and those users' ``LeadSource`` rows only.
+    ``Lead`` rows it was computed from.
 
-A report then reads a few rows per day. ``flask utm rebuild`` (:func:`rebuild`) makes both
-tables again from ``LeadSource``; run it after changing or deleting ``LeadSource`` rows or a
-user's sign-up time outside the extension.
+Both are kept by the writers, never by a report: :func:`refresh` rewrites the ``Lead`` rows of
+some users and the ``LeadDay`` rows of their days, in the transaction that writes their lead
+sources (``UTMTracker.write``, ``flask utm erase``), and after the commit of a host's ORM
+session that wrote ``LeadSource`` rows (:func:`listen`: the users are noted during the flush,
+the tables written in a transaction of their own once the host's has committed). Reports only
+read (:func:`day_table`): a day whose ``Lead`` rows changed without a refresh (a user deleted by
+``ON DELETE CASCADE``) is computed in the report's query instead of read. Rows written around
+the extension (a bulk ``INSERT``, a migration) reach the reports after ``flask utm rebuild``
+(:func:`rebuild`).
 """
 
 from __future__ import annotations
 
+import logging
 import typing as t
+import weakref
 from datetime import date
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql, sqlite
 
 if t.TYPE_CHECKING:
     from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+logger = logging.getLogger("flask_utm_tracker")
 
 #: The ``LeadSource`` columns leads can be grouped by.
 DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign")
@@ -46,9 +51,20 @@ BULK = 10_000
 BULK_DAYS = 28
 
 
-def models(lead_source: type[t.Any]) -> tuple[type[t.Any], type[t.Any], type[t.Any]]:
+Models = tuple[type[t.Any], type[t.Any], type[t.Any]]
+_models: weakref.WeakKeyDictionary[type[t.Any], Models] = weakref.WeakKeyDictionary()
+
+
+def register(
+    lead_source: type[t.Any], lead: type[t.Any], lead_day: type[t.Any], user: type
+) -> None:
+    """Record the ``Lead`` and ``LeadDay`` models made beside ``lead_source``."""
+    _models[lead_source] = (lead, lead_day, user)
+
+
+def models(lead_source: type[t.Any]) -> Models:
     """``Lead``, ``LeadDay`` and the user model made beside ``lead_source``."""
-    return t.cast("tuple[type[t.Any], type[t.Any], type[t.Any]]", lead_source._utm_rollup)
+    return _models[lead_source]
 
 
 def signup_column(user_model: type[t.Any]) -> sa.ColumnElement[t.Any] | None:
@@ -102,6 +118,7 @@ def refresh(
     since_id: int | None = None,
     lock: bool = True,
     deleted: bool = True,
+    days: bool = True,
 ) -> None:
     """Rewrite the ``Lead`` rows of ``user_ids`` (of the users with a ``LeadSource.id`` above
     ``since_id``; of every user when both are ``None``) from their ``LeadSource`` rows.
@@ -109,6 +126,7 @@ def refresh(
     :param conn: a connection in the transaction that wrote the rows.
     :param lock: take a lock so that concurrent refreshes of a user end with the last state.
     :param deleted: rows may have been deleted (drop the ``Lead`` rows of users left without).
+    :param days: also compute the ``LeadDay`` rows of those users' days, before and after.
     """
     lead_model, _, user_model = models(lead_source)
     ls, lead = lead_source.__table__, lead_model.__table__
@@ -127,6 +145,12 @@ def refresh(
         which, stale = sa.true(), sa.true()
     if lock:
         _lock(conn, lead, keys)
+    days_of = sa.select(lead.c.signup_day).where(stale if keys is not None else which)
+    if keys is None and since_id is not None:
+        days_of = sa.select(lead.c.signup_day).where(
+            lead.c.user_id.in_(sa.select(ls.c.user_id).where(ls.c.id > since_id))
+        )
+    before = {_day(day) for (day,) in conn.execute(days_of.distinct())}
 
     signup: t.Any = sa.func.min(ls.c.created_at)
     source: t.Any = ls
@@ -173,18 +197,9 @@ def refresh(
             sa.delete(lead).where(lead.c.user_id.in_(select.with_only_columns(ls.c.user_id)))
         )
         conn.execute(sa.insert(lead).from_select(names, select))
-
-
-def catch_up(conn: Connection, lead_source: type[t.Any]) -> None:
-    """Refresh the users whose ``LeadSource`` rows were written around the extension."""
-    lead = models(lead_source)[0].__table__
-    ls = lead_source.__table__
-    newest = conn.scalar(sa.select(sa.func.max(ls.c.id)))
-    known = conn.scalar(sa.select(sa.func.max(lead.c.max_id)))
-    if newest is not None and (known is None or newest > known):
-        refresh(conn, lead_source, since_id=known, deleted=False)
-        if known is None or newest - known > BULK:
-            _analyze(conn, lead)
+    if days:
+        after = {_day(day) for (day,) in conn.execute(days_of.distinct())}
+        compute_days(conn, lead_source, sorted(before | after) if keys is not None else None)
 
 
 def _in_range(column: t.Any, start: date | None, end: date | None) -> list[t.Any]:
@@ -200,7 +215,9 @@ def _day(value: t.Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-def _fingerprints(conn: Connection, lead: sa.Table, where: list[t.Any]) -> dict[date, str]:
+def _fingerprints(
+    conn: Connection | Session, lead: sa.Table, where: list[t.Any]
+) -> dict[date, str]:
     query = (
         sa.select(
             lead.c.signup_day,
@@ -214,23 +231,32 @@ def _fingerprints(conn: Connection, lead: sa.Table, where: list[t.Any]) -> dict[
     return {_day(day): f"{n}:{rows}:{ids}" for day, n, rows, ids in conn.execute(query)}
 
 
-def prepare(
-    conn: Connection, lead_source: type[t.Any], start: date | None, end: date | None
-) -> None:
-    """Bring ``Lead`` and the ``LeadDay`` rows of the days from ``start`` to ``end`` up to date."""
-    catch_up(conn, lead_source)
+def day_table(
+    session: Session, lead_source: type[t.Any], start: date | None, end: date | None
+) -> t.Any:
+    """``LeadDay`` for the days from ``start`` to ``end``, read only: the stored rows of the days
+    whose fingerprint still matches their ``Lead`` rows, and the numbers of the other days (a
+    user deleted since) computed in the query.
+    """
     lead_model, day_model, _ = models(lead_source)
     lead, days = lead_model.__table__, day_model.__table__
-    current = _fingerprints(conn, lead, _in_range(lead.c.signup_day, start, end))
+    current = _fingerprints(session, lead, _in_range(lead.c.signup_day, start, end))
     saved_query = sa.select(days.c.day, days.c.fingerprint).where(
         days.c.dimension == "", *_in_range(days.c.day, start, end)
     )
-    saved = {_day(day): fingerprint for day, fingerprint in conn.execute(saved_query)}
+    saved = {_day(day): fingerprint for day, fingerprint in session.execute(saved_query)}
     stale = sorted(day for day in {*current, *saved} if current.get(day) != saved.get(day))
-    if stale:
-        compute_days(conn, lead_source, stale)
-        if len(stale) > BULK_DAYS:
-            _analyze(conn, days)
+    if not stale:
+        return days
+    if len(stale) > BULK_DAYS:
+        logger.warning(
+            "%d days of the reports' LeadDay table are out of date and computed per report;"
+            " run `flask utm rebuild`.",
+            len(stale),
+        )
+    fresh = sa.select(*(days.c[name] for name in _DAY_COLUMNS)).where(days.c.day.not_in(stale))
+    computed = _day_parts(lead_source.__table__, lead, [lead.c.signup_day.in_(stale)])
+    return sa.union_all(fresh, *computed).subquery("lead_day")
 
 
 def compute_days(
@@ -239,7 +265,7 @@ def compute_days(
     """Write the ``LeadDay`` rows of ``days`` (every day when ``None``) again."""
     lead_model, day_model, _ = models(lead_source)
     ls, lead, table = lead_source.__table__, lead_model.__table__, day_model.__table__
-    _lock(conn, table, None)
+    _lock(conn, table, days)
     chunks: list[list[t.Any]]
     if days is None:
         chunks = [[]]
@@ -251,7 +277,8 @@ def compute_days(
         on_day = [table.c.day.in_(chunk)] if days is not None else []
         fingerprints = _fingerprints(conn, lead, on_lead)
         conn.execute(sa.delete(table).where(*on_day))
-        conn.execute(sa.insert(table).from_select(_DAY_COLUMNS, _day_numbers(ls, lead, on_lead)))
+        parts = _day_parts(ls, lead, on_lead)
+        conn.execute(sa.insert(table).from_select(_DAY_COLUMNS, sa.union_all(*parts)))
         if fingerprints:
             conn.execute(
                 sa.update(table)
@@ -273,7 +300,7 @@ _DAY_COLUMNS = [
 ]
 
 
-def _day_numbers(ls: sa.Table, lead: sa.Table, where: list[t.Any]) -> t.Any:
+def _day_parts(ls: sa.Table, lead: sa.Table, where: list[t.Any]) -> list[t.Any]:
     """Per sign-up day of the ``Lead`` rows matching ``where``: the numbers of every dimension
     and the day's totals, as rows of ``LeadDay``.
 
@@ -334,7 +361,7 @@ def _day_numbers(ls: sa.Table, lead: sa.Table, where: list[t.Any]) -> t.Any:
                 credited.c.day, key
             )
         )
-    return sa.union_all(*parts)
+    return parts
 
 
 def rebuild(conn: Connection, lead_source: type[t.Any]) -> tuple[int, int]:
@@ -346,7 +373,7 @@ def rebuild(conn: Connection, lead_source: type[t.Any]) -> tuple[int, int]:
     lead, days = lead_model.__table__, day_model.__table__
     _lock(conn, lead, None)
     conn.execute(sa.delete(lead))
-    refresh(conn, lead_source, lock=False)
+    refresh(conn, lead_source, lock=False, days=False)
     conn.execute(sa.delete(days))
     compute_days(conn, lead_source)
     _analyze(conn, lead)
@@ -369,25 +396,59 @@ def vacuum(engine: sa.Engine, lead_source: type[t.Any]) -> None:
             conn.execute(sa.text(f"VACUUM ANALYZE {quoted}"))
 
 
+_PENDING = "utm_tracker_lead_users"
+
+
 def listen(lead_source: type[t.Any]) -> None:
-    """Refresh a user's ``Lead`` row whenever an ORM flush writes or deletes their lead sources
-    (in the flush's transaction; ``UTMTracker.write`` calls :func:`refresh` itself).
+    """Keep ``Lead`` and ``LeadDay`` in step with ``LeadSource`` rows written through a host's ORM
+    session: the flush only notes the users (no SQL in the host's flush), and once the host's
+    transaction has committed their rows are refreshed in a transaction of ours. A failure is
+    logged (``flask utm rebuild`` repairs it) and never reaches the host.
     """
 
-    def changed(mapper: t.Any, conn: Connection, target: t.Any) -> None:
-        users = {target.user_id}
-        history = sa.inspect(target).attrs.user_id.history
-        users.update(history.deleted or ())
-        # No lock: the host's transaction may stay open for the rest of its request.
-        refresh(conn, lead_source, users, lock=False)
+    def noted(mapper: t.Any, conn: Connection, target: t.Any) -> None:
+        session = orm.object_session(target)
+        if session is None:
+            return
+        users = session.info.setdefault(_PENDING, {}).setdefault(lead_source, set())
+        users.add(target.user_id)
+        users.update(sa.inspect(target).attrs.user_id.history.deleted or ())
 
     for name in ("after_insert", "after_update", "after_delete"):
-        sa.event.listen(lead_source, name, changed)
+        sa.event.listen(lead_source, name, noted)
+
+
+def _after_commit(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    for lead_source, users in pending.items():
+        try:
+            bind = session.get_bind(mapper=sa.inspect(lead_source))
+            engine = bind.engine if isinstance(bind, sa.Connection) else bind
+            with engine.begin() as conn:
+                refresh(conn, lead_source, users)
+        except sa.exc.SQLAlchemyError as err:
+            logger.error(
+                "Refreshing the reports after an ORM write of lead sources failed (run `flask"
+                " utm rebuild`): %s",
+                type(err).__name__,
+            )
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+sa.event.listen(orm.Session, "after_commit", _after_commit)
+sa.event.listen(orm.Session, "after_soft_rollback", lambda session, previous: None)
+sa.event.listen(orm.Session, "after_rollback", _after_rollback)
 
 
 def written(
     conn: Connection, lead_source: type[t.Any], user_id: t.Any, inserted: t.Sequence[t.Any]
 ) -> None:
-    """``UTMTracker.write``'s hook: refresh the user's ``Lead`` row when rows were inserted."""
+    """``UTMTracker.write``'s hook: refresh the user's ``Lead`` and ``LeadDay`` rows when rows
+    were inserted."""
     if inserted:
         refresh(conn, lead_source, [user_id], deleted=False)
