@@ -88,8 +88,8 @@ class BoundedMemoryStorage(Storage, SlidingWindowCounterSupport):
     Every operation is a constant number of dictionary operations under one lock; there is no
     thread and nothing ever walks the counters. An expired counter is reset when next used.
 
-    Fixed-window counters (``incr``/``get``) are ``[count, expires_at]``; sliding-window ones
-    ``[window, count, previous count]``, where ``window`` numbers the windows since the epoch.
+    Fixed-window counters (``incr``/``get``) are ``(count, expires_at)``; sliding-window ones
+    ``(window, count, previous count)``, where ``window`` numbers the windows since the epoch.
     """
 
     def __init__(self, max_keys: int) -> None:
@@ -97,7 +97,7 @@ class BoundedMemoryStorage(Storage, SlidingWindowCounterSupport):
         if max_keys < 1:
             raise ValueError(f"A rate-limit storage needs room for 1 counter, not {max_keys}.")
         self.max_keys = max_keys
-        self._counters: OrderedDict[str, list[float]] = OrderedDict()
+        self._counters: OrderedDict[str, tuple[float, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -108,7 +108,7 @@ class BoundedMemoryStorage(Storage, SlidingWindowCounterSupport):
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return ValueError
 
-    def _store(self, key: str, counter: list[float]) -> None:
+    def _store(self, key: str, counter: tuple[float, ...]) -> None:
         """Keep ``counter`` as the most recently used, dropping the least recently used one
         when full. Call with the lock held."""
         counters = self._counters
@@ -124,10 +124,10 @@ class BoundedMemoryStorage(Storage, SlidingWindowCounterSupport):
         with self._lock:
             counter = self._counters.get(key)
             if counter is None or counter[1] <= now:
-                counter = [0, now + expiry]
-            counter[0] += amount
-            self._store(key, counter)
-            return int(counter[0])
+                counter = (0, now + expiry)
+            count = int(counter[0]) + amount
+            self._store(key, (count, counter[1]))
+            return count
 
     def get(self, key: str) -> int:
         counter = self._counters.get(key)
@@ -164,7 +164,7 @@ class BoundedMemoryStorage(Storage, SlidingWindowCounterSupport):
                 if key in self._counters:
                     self._counters.move_to_end(key)  # a refused client is still a recent one
                 return False
-            self._store(key, [window, count + amount, previous])
+            self._store(key, (window, count + amount, previous))
             return True
 
     def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
@@ -215,7 +215,7 @@ class RateLimiter:
         secret: bytes,
         *,
         ipv6_prefix: int = 64,
-        max_clients: int = 50_000,
+        max_clients: int = 40_000,
         timeout: float = 0.05,
         cooldown: float = 5.0,
     ) -> None:

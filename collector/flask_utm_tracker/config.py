@@ -58,8 +58,8 @@ RATE_LIMIT_STORAGE = "memory://"
 #: what one subscriber gets); IPv4 addresses, and IPv4-mapped IPv6 ones, are one client each.
 RATE_LIMIT_IPV6_PREFIX = 64
 #: With ``memory://``, the rate limit keeps the counters of this many clients at most, the least
-#: recently seen dropped first (about 600 bytes each with two limits).
-RATE_LIMIT_MAX_CLIENTS = 50_000
+#: recently seen dropped first (under 1 KB of a worker's memory each with two limits).
+RATE_LIMIT_MAX_CLIENTS = 40_000
 #: With Redis, seconds to wait to connect or for an answer; past that, and for the next 5
 #: seconds, beacons are let through without a limit.
 RATE_LIMIT_TIMEOUT = 0.05
