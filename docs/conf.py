@@ -28,3 +28,5 @@ autodoc_preserve_defaults = True
 html_theme = "furo"
 html_title = f"flask-utm-tracker {release}"
 pygments_style = "friendly"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]

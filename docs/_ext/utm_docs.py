@@ -80,7 +80,7 @@ class ConfigTable(_Generated):
 
     def lines(self) -> list[str]:
         rows = [[f"``{key}``", literal(value), text] for key, value, text in config_rows()]
-        return _table(["Key", "Default", "What it does"], rows, "30 25 45")
+        return _table(["Key", "Default", "What it does"], rows, "42 18 40")
 
 
 class ParamsTable(_Generated):
@@ -94,7 +94,8 @@ class ParamsTable(_Generated):
         rows = []
         for name in CLICK_IDS:
             pair = CLICK_ID_SOURCES.get(name)
-            rows.append([f"``{name}``", f"{pair[0]} / {pair[1]}" if pair else "(none: kept only)"])
+            meaning = f"{pair[0]} / {pair[1]}" if pair else "none: kept in ``click_ids`` only"
+            rows.append([f"``{name}``", meaning])
         return [
             f"**utm parameters**: {utm}.",
             "",
