@@ -1,18 +1,57 @@
-// The first-party cookie shared with the collector's request hook (collector cookie.py):
+// The first-party cookie shared with the collector's request hook:
 // base64url (RFC 4648 section 5, no padding) of UTF-8 JSON
 //   {"v": visitor id, "t": [pending touches, oldest first], "l": {"id", "ts", "params"}}
 // so the value stays within RFC 6265's cookie-octet and firewalls do not take it for SQL.
-import { base64url, utf8 } from "./ids.js";
+// The size rule (`fit`) is shared with the collector and with the link token; its cases are the
+// fixture tests/fixtures/cookie-rule.json, which both test suites read.
+import { base64url, fromBase64url, utf8 } from "./ids.js";
 
-/** Encoded values stay under this length: browsers keep 4,096 bytes per cookie, attributes included. */
+/** Encoded values are at most this long: browsers keep 4,096 bytes per cookie, attributes included. */
 export const MAX_LENGTH = 3800;
-/** URLs and referrers of pending touches are cut to this many characters. */
+/** The `url` and `referrer` of a pending touch are cut to this many characters (code points). */
 export const URL_LIMIT = 512;
 
 /**
- * @typedef {{id: string, ts: number, url?: string, referrer?: string, params: Record<string, string>}} Touch
+ * @typedef {{id: string, ts: number, url?: string, referrer?: string, params?: Record<string, string>}} Touch
  * @typedef {{v?: string, t: Touch[], l?: {id: string, ts: number, params: Record<string, string>}}} CookieState
  */
+
+/**
+ * A pending touch as the cookie and the link token carry it: keys whose value is null, "" or {}
+ * left out, `url` and `referrer` cut to {@link URL_LIMIT} code points (as Python slices a str).
+ *
+ * @param {Touch} touch
+ * @returns {Touch}
+ */
+export function compact(touch) {
+  /** @type {any} */
+  const out = {};
+  for (const key in touch) {
+    const value = /** @type {any} */ (touch)[key];
+    if (value != null && value !== "" && JSON.stringify(value) != "{}") {
+      out[key] = key == "url" || key == "referrer" ? Array.from(value).slice(0, URL_LIMIT).join("") : value;
+    }
+  }
+  return out;
+}
+
+/**
+ * The size rule: base64url JSON of `wrap(touches)` at most `limit` characters long. The touches are
+ * compacted; while the value is too long the touch at index 1 goes (the oldest after the first),
+ * and should the first alone not fit, it goes too.
+ *
+ * @param {Touch[]} touches
+ * @param {number} limit
+ * @param {(touches: Touch[]) => unknown} wrap what to encode around the touches kept
+ */
+export function fit(touches, limit, wrap) {
+  const list = touches.map(compact);
+  for (;;) {
+    const value = base64url(utf8(JSON.stringify(wrap(list))));
+    if (value.length <= limit || !list.length) return value;
+    list.splice(list.length > 1 ? 1 : 0, 1);
+  }
+}
 
 /**
  * Decode a cookie value; `undefined` for anything without a visitor id. Throws on garbage.
@@ -21,26 +60,18 @@ export const URL_LIMIT = 512;
  * @returns {CookieState | undefined}
  */
 export function decode(value) {
-  const state = JSON.parse(decodeURIComponent(escape(atob(value.replace(/-/g, "+").replace(/_/g, "/")))));
+  const state = JSON.parse(fromBase64url(value));
   if (state.v) return { ...state, t: state.t || [] };
 }
 
 /**
- * Encode `state`, its strings (the URLs and referrers of pending touches) cut to {@link URL_LIMIT}
- * characters, dropping pending touches t[1], t[2], ... (oldest first, never t[0]) until the
- * value is under {@link MAX_LENGTH} characters. Should t[0] alone not fit, it goes too (as in the
- * collector): a cookie past 4 KB would be refused whole, visitor id included. Changes `state.t`.
+ * Encode `state` by the size rule: `t` left out when empty, at most `limit` characters.
  *
  * @param {CookieState} state
+ * @param {number} [limit]
  */
-export function encode(state) {
-  for (;;) {
-    const json = JSON.stringify(state, (key, value) => (typeof value == "string" ? value.slice(0, URL_LIMIT) : value));
-    const value = base64url(utf8(json));
-    if (value.length < MAX_LENGTH || !state.t.length) return value;
-    state.t.splice(state.t.length > 1 ? 1 : 0, 1);
-  }
-}
+export const encode = (state, limit = MAX_LENGTH) =>
+  fit(state.t, limit, (t) => ({ ...state, t: t.length ? t : undefined }));
 
 /**
  * The decoded cookie `name` from `document.cookie` (RFC 6265 section 5.4: "name=value; name2=..."),
@@ -55,15 +86,16 @@ export function readCookie(name) {
 }
 
 /**
- * Write cookie `name` for the whole site: SameSite=Lax, Secure on https (RFC 6265bis).
+ * Write cookie `name` for the whole site: SameSite=Lax, Secure on https (RFC 6265bis); an empty
+ * `state` expires it (Max-Age=0).
  *
  * @param {string} name
- * @param {CookieState} state
+ * @param {CookieState | undefined} state
  * @param {number | string} maxAge seconds
  * @param {string} [domain] e.g. ".example.com" to share it with sub-domains
  */
 export function writeCookie(name, state, maxAge, domain) {
   document.cookie =
-    name + "=" + encode(state) + "; Path=/; SameSite=Lax; Max-Age=" + maxAge +
+    name + "=" + (state ? encode(state) : "") + "; Path=/; SameSite=Lax; Max-Age=" + (state ? maxAge : 0) +
     (domain ? "; Domain=" + domain : "") + (location.protocol == "https:" ? "; Secure" : "");
 }

@@ -1,19 +1,27 @@
-// Visitor and touch ids, and the base64url codec they share with the cookie.
+// Visitor and touch ids, and the base64url codec they share with the cookie and the link token.
 
 /**
- * Base64url (RFC 4648 section 5) without padding of a binary string (one byte per character).
+ * Base64url (RFC 4648 section 5) without padding of `bytes`.
  *
- * @param {string} binary
+ * @param {Uint8Array} bytes
  */
-export const base64url = (binary) =>
-  btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+export const base64url = (bytes) =>
+  btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
 /**
- * UTF-8 bytes of `text` as a binary string (its length is the byte count).
+ * The text whose UTF-8 bytes `value` holds in base64url (padded or not). Throws on garbage.
  *
- * @param {string} text well-formed (JSON.stringify output always is)
+ * @param {string} value
  */
-export const utf8 = (text) => unescape(encodeURIComponent(text));
+export const fromBase64url = (value) =>
+  new TextDecoder().decode(Uint8Array.from(atob(value.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0)));
+
+/**
+ * The UTF-8 bytes of `text` (Encoding standard).
+ *
+ * @param {string} text
+ */
+export const utf8 = (text) => new TextEncoder().encode(text);
 
 /**
  * A new id: 22 base64url characters from 16 random bytes (128 bits), as the collector's
@@ -26,5 +34,5 @@ export function newId() {
   } catch {
     bytes = bytes.map(() => Math.random() * 256);
   }
-  return base64url(String.fromCharCode(...bytes));
+  return base64url(bytes);
 }

@@ -2,7 +2,7 @@
 // cookie jar), localStorage, navigator (GPC, sendBeacon), fetch, performance, history, events.
 // Each test installs a fresh one; `Browser.reset()` removes it.
 
-const NAMES = ["location", "document", "localStorage", "navigator", "fetch", "performance", "history", "addEventListener", "window"];
+const NAMES = ["console", "location", "document", "localStorage", "navigator", "fetch", "performance", "history", "addEventListener", "window"];
 const saved = new Map(NAMES.map((name) => [name, Object.getOwnPropertyDescriptor(globalThis, name)]));
 
 export class Browser {
@@ -45,6 +45,7 @@ export class Browser {
       get: () => new URL(browser.url),
     });
     define("document", {
+      createElement: (tagName) => ({ tagName }),
       get referrer() {
         return browser.referrer;
       },
@@ -77,7 +78,12 @@ export class Browser {
       browser.requests.push({ url: String(url), init, body });
       const answer = browser.collector(body, init);
       if (answer instanceof Error) throw answer;
-      return { status: answer, ok: answer >= 200 && answer < 300 };
+      return {
+        status: answer,
+        ok: answer >= 200 && answer < 300,
+        // The collector's error body, {"error": "..."}; another server's is not JSON.
+        json: async () => (browser.errorBody ? browser.errorBody : JSON.parse("<html>")),
+      };
     });
     define("performance", {
       getEntriesByType: (type) => (type == "navigation" ? [{ type: browser.navigation }] : []),
@@ -97,9 +103,9 @@ export class Browser {
     return this;
   }
 
-  /** Fire a window event (pagehide, popstate). */
-  dispatch(type) {
-    for (const listener of this.listeners[type] || []) listener({ type });
+  /** Fire a window event (pagehide, popstate; mousedown, submit, ... with a `target`). */
+  dispatch(type, event = {}) {
+    for (const listener of this.listeners[type] || []) listener({ type, ...event });
   }
 
   /** The decoded localStorage state under `key`. */

@@ -1,7 +1,9 @@
 // The cookie shared with the collector (snippet/src/cookie.js, collector cookie.py).
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
+import { readFileSync } from "node:fs";
 import { decode, encode, MAX_LENGTH, readCookie, URL_LIMIT, writeCookie } from "../../snippet/src/cookie.js";
+import { TOKEN_LIMIT } from "../../snippet/src/link.js";
 import { newId } from "../../snippet/src/ids.js";
 import { Browser } from "./browser.js";
 
@@ -20,6 +22,27 @@ test("ids are 22 base64url characters from 16 random bytes", () => {
   const ids = new Set(Array.from({ length: 1000 }, newId));
   assert.equal(ids.size, 1000);
   for (const id of ids) assert.match(id, /^[A-Za-z0-9_-]{22}$/);
+});
+
+const rule = JSON.parse(readFileSync(new URL("../fixtures/cookie-rule.json", import.meta.url), "utf8"));
+
+test("one rule with the collector: the limits of tests/fixtures/cookie-rule.json", () => {
+  assert.equal(MAX_LENGTH, rule.max_length);
+  assert.equal(URL_LIMIT, rule.url_limit);
+  assert.equal(TOKEN_LIMIT, rule.token_max_length);
+});
+
+for (const c of rule.cases) {
+  test(`one rule with the collector: ${c.name}`, () => {
+    const value = encode(structuredClone(c.state), c.limit);
+    assert.deepEqual(reference(value), c.expected);
+    assert.equal(value.length, c.length);
+  });
+}
+
+test("no deprecated escape/unescape in the snippet", () => {
+  const source = readFileSync(new URL("../../collector/flask_utm_tracker/static/snippet.js", import.meta.url), "utf8");
+  assert.doesNotMatch(source, /\b(un)?escape\(/);
 });
 
 test("ids fall back to Math.random where crypto.getRandomValues is missing", (t) => {
@@ -41,33 +64,6 @@ test("the value is base64url without padding of UTF-8 JSON, read back by any bas
 test("a value the collector wrote decodes, with t defaulting to []", () => {
   const value = Buffer.from(JSON.stringify({ v: "abc", l: { id: "x", ts: 5, params: { gclid: "G" } } })).toString("base64url");
   assert.deepEqual(decode(value), { v: "abc", t: [], l: { id: "x", ts: 5, params: { gclid: "G" } } });
-});
-
-test("url and referrer of pending touches are cut to 512 characters", () => {
-  const long = { ...touch(1), url: "https://www.example.com/?" + "a".repeat(2000), referrer: "https://r.test/" + "b".repeat(900) };
-  const decoded = reference(encode({ v: "v", t: [long] }));
-  assert.equal(decoded.t[0].url.length, URL_LIMIT);
-  assert.equal(decoded.t[0].referrer.length, URL_LIMIT);
-  assert.deepEqual(decoded.t[0].params, long.params);
-});
-
-test("long click IDs: pending touches t[1], t[2], ... go first, never t[0], until under 3,800", () => {
-  const clicks = (n) => ({ gclid: `${n}`.padEnd(255, "G"), fbclid: `${n}`.padEnd(255, "F"), msclkid: `${n}`.padEnd(255, "M") });
-  const pending = Array.from({ length: 8 }, (_, n) => touch(n, clicks(n)));
-  const value = encode({ v: newId(), t: [...pending], l: { id: "touch7", ts: 7, params: clicks(7) } });
-  assert.ok(value.length < MAX_LENGTH, `${value.length} characters`);
-  const ids = reference(value).t.map((t) => t.id);
-  assert.equal(ids[0], "touch0");
-  assert.ok(ids.length >= 2 && ids.length < 8);
-  // The newest survive: the dropped ones are the oldest after t[0].
-  assert.deepEqual(ids.slice(1), pending.slice(8 - ids.length + 1).map((t) => t.id));
-});
-
-test("should t[0] alone not fit, t goes (as in the collector): the visitor id must survive", () => {
-  const huge = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`tag${i}`, "x".repeat(255)]));
-  const value = encode({ v: "visitor", t: [touch(0, huge)] });
-  assert.ok(value.length < MAX_LENGTH);
-  assert.deepEqual(reference(value), { v: "visitor", t: [] });
 });
 
 test("readCookie finds its cookie among others and ignores garbage", () => {

@@ -135,10 +135,11 @@ test("the snippet adopts the cookie's visitor id and appends to its pending touc
   assert.equal(cookie.l.id, touch.id);
 });
 
-test("the queue: 2xx removes, 5xx / 429 / 408 / network errors keep, other 4xx drop", async () => {
+test("the queue: 2xx removes, 5xx / 429 / 408 / misconfigured / network errors keep, other 4xx drop", async () => {
   for (const [answer, kept] of [
     [200, false], [204, false], [400, false], [413, false], [422, false],
     [408, true], [429, true], [500, true], [503, true], [new TypeError("Failed to fetch"), true],
+    [403, true], [404, true], [405, true], [415, true],
   ]) {
     const browser = new Browser({ collector: () => answer });
     const { touch } = await load(browser, LANDING);
@@ -243,7 +244,146 @@ test("consent required: consent(false) drops the held touches and captures no mo
   assert.equal(tracker.capture(), null);
   await tracker.flush();
   browser.dispatch("pagehide");
-  assert.equal(browser.storage.size + browser.jar.size + browser.requests.length + browser.beacons.length, 0);
+  assert.equal(browser.jar.size + browser.requests.length + browser.beacons.length, 0);
+  assert.deepEqual([...browser.storage], [["utm_tracker_consent", "-1"]], "only the refusal is kept");
+});
+
+test("consent remembered: a later page load needs no consent() call until it is revoked", async () => {
+  const browser = new Browser();
+  const first = await load(browser, LANDING, WEBMAIL, { consent: "required" });
+  await first.tracker.consent(true);
+  assert.equal(browser.storage.get("utm_tracker_consent"), "1");
+  const second = await load(browser, "https://www.example.com/?utm_source=twitter", "", { consent: "required" });
+  assert.ok(second.touch);
+  assert.equal(browser.requests.length, 2, "sent without a consent() call");
+  // Revoked: what this browser stored goes, and the next page loads capture nothing.
+  await second.tracker.consent(false);
+  assert.equal(browser.storage.get("utm_tracker_consent"), "-1");
+  assert.equal(browser.stored(), undefined);
+  assert.equal(browser.jar.size, 0, "the cookie expired");
+  const third = await load(browser, "https://www.example.com/?utm_source=again", WEBMAIL, { consent: "required" });
+  assert.equal(third.touch, null);
+  assert.equal(browser.requests.length, 2);
+  // A refusal holds even on pages that do not ask for consent.
+  assert.equal((await load(browser, "https://www.example.com/?utm_source=x")).touch, null);
+  // Granted again.
+  await third.tracker.consent(true);
+  assert.ok((await load(browser, "https://www.example.com/?utm_source=back", "", { consent: "required" })).touch);
+});
+
+test("consent remembered: GPC still wins over a stored consent(true), and nothing is stored under GPC", async () => {
+  const browser = new Browser();
+  browser.storage.set("utm_tracker_consent", "1");
+  browser.gpc = true;
+  const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
+  assert.equal(touch, null);
+  await tracker.consent(true);
+  await tracker.consent(false);
+  assert.deepEqual([...browser.storage], [["utm_tracker_consent", "1"]]);
+  assert.equal(browser.jar.size + browser.requests.length, 0);
+});
+
+test("data-site-hosts, the cookie domain and the link domains: referrers from them are never a touch", async () => {
+  const options = { siteHosts: "shop.example.net, pay.example.org", cookieDomain: ".example.com", linkDomains: "brandapp.io" };
+  for (const referrer of [
+    "https://shop.example.net/cart",
+    "https://pay.example.org/",
+    "https://blog.example.com/post",
+    "https://example.com/",
+    "https://app.brandapp.io/",
+  ]) {
+    const browser = new Browser();
+    assert.equal((await load(browser, "https://www.example.com/", referrer, options)).touch, null, referrer);
+    assert.equal(browser.requests.length, 0);
+  }
+  const browser = new Browser();
+  const { touch } = await load(browser, "https://www.example.com/?utm_source=x", "https://blog.example.com/", options);
+  assert.equal(touch.referrer, undefined, "a campaign from a sibling keeps no referrer");
+  assert.ok((await load(new Browser(), "https://www.example.com/", "https://example.net/", options)).touch);
+  assert.ok((await load(new Browser(), "https://www.example.com/", "https://notexample.com/", options)).touch);
+});
+
+test("misconfigured (403, 404, 405, 415): kept, and one console warning with what to fix", async (t) => {
+  const warnings = [];
+  const browser = new Browser({ collector: () => 403 });
+  browser.errorBody = { error: "Origin https://www.example.com may not send beacons; add it to UTM_TRACKER_ALLOWED_ORIGINS." };
+  browser.install();
+  globalThis.console = { ...console, warn: (...args) => warnings.push(args.join(" ")) };
+  const { tracker, touch } = await load(browser, LANDING);
+  await tracker.flush();
+  await tracker.flush();
+  await settle();
+  assert.equal(browser.requests.length, 3);
+  assert.deepEqual(browser.stored().queue.map((t) => t.id), [touch.id]);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /answered 403, touches kept: .*add it to UTM_TRACKER_ALLOWED_ORIGINS/);
+
+  const lost = new Browser({ collector: () => 404 });
+  await load(lost, LANDING, "", { endpoint: "https://www.example.com/wrong/beacon" });
+  await settle();
+  assert.match(warnings[1], /wrong\/beacon answered 404, touches kept: check data-endpoint/);
+  // Fixed: delivered.
+  lost.collector = () => 204;
+  await load(lost, "https://www.example.com/");
+  assert.deepEqual(lost.stored().queue, []);
+});
+
+test("data-debug and ?utm_debug=1 log each decision", async () => {
+  const lines = [];
+  const record = (browser) => {
+    browser.install();
+    globalThis.console = { ...console, log: (...args) => lines.push(args.map((a) => (typeof a == "object" ? "{touch}" : a)).join(" ")) };
+  };
+  const browser = new Browser();
+  record(browser);
+  await load(browser, LANDING, WEBMAIL, { debug: "" });
+  await load(browser, LANDING, WEBMAIL, { debug: "" });
+  browser.navigation = "reload";
+  await load(browser, "https://www.example.com/", "", { debug: "" });
+  browser.navigation = "navigate";
+  await load(browser, "https://www.example.com/?utm_debug=1");
+  await load(browser, "https://www.example.com/?utm_debug=1", "https://www.example.com/a");
+  browser.collector = () => 503;
+  await load(browser, "https://www.example.com/?utm_debug=1&gclid=G");
+  const gpc = new Browser({ gpc: true });
+  record(gpc);
+  await load(gpc, LANDING, "", { debug: "" });
+  const held = new Browser();
+  record(held);
+  const { tracker } = await load(held, LANDING, "", { debug: "", consent: "required" });
+  await tracker.consent(false);
+  tracker.capture();
+  const text = lines.map((line) => line.replace(/\S{22}/g, "ID")).join("\n");
+  for (const expected of [
+    "utm: captured {touch}",
+    "utm: sent ID",
+    "utm: acknowledged ID 204",
+    "utm: ignored: same as latest",
+    "utm: ignored: reload",
+    "utm: ignored: direct",
+    "utm: ignored: same site",
+    "utm: kept ID 503",
+    "utm: ignored: GPC",
+    "utm: held for consent {touch}",
+    "utm: ignored: consent",
+  ]) {
+    assert.ok(text.includes(expected), `${expected} in\n${text}`);
+  }
+  const quiet = new Browser();
+  lines.length = 0;
+  record(quiet);
+  await load(quiet, LANDING);
+  assert.deepEqual(lines, [], "silent without data-debug");
+});
+
+test("the first beacon leaves from a task of its own, not from the capture call", async () => {
+  const browser = new Browser({ url: LANDING }).install();
+  const tracker = createTracker();
+  assert.ok(tracker.capture());
+  await Promise.resolve();
+  assert.equal(browser.requests.length, 0);
+  await settle();
+  assert.equal(browser.requests.length, 1);
 });
 
 test("SPA: capture() reads the new URL; the referrer and reload belong to the first capture only", async () => {
