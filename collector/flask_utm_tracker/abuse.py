@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import inspect
 import logging
 import re
 import socket
@@ -37,9 +38,15 @@ import typing as t
 from collections import OrderedDict
 from math import floor
 
+import limits
 from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError
-from limits.storage import SlidingWindowCounterSupport, Storage, storage_from_string
+from limits.storage import (
+    RedisStorage,
+    SlidingWindowCounterSupport,
+    Storage,
+    storage_from_string,
+)
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 logger = logging.getLogger("flask_utm_tracker")
@@ -258,7 +265,8 @@ class RateLimiter:
         strategy = self.strategy
         if strategy is None:
             return None
-        if self._open_until and not self._try_again():
+        trying_again = bool(self._open_until)
+        if trying_again and not self._try_again():
             return None
         key = self.key(address)
         wait = None
@@ -277,7 +285,7 @@ class RateLimiter:
                 exc_info=True,
             )
             return None
-        if self._open_until:
+        if trying_again:  # only the hit that tried it again closes the breaker
             self._open_until = 0.0
             logger.warning("The rate-limit storage answers again; beacons are limited again.")
         return wait
@@ -298,10 +306,17 @@ def make_storage(uri: str, *, max_keys: int, timeout: float) -> Storage:
 
     :raises ValueError: when limits does not know the URI or cannot use it.
     """
-    if uri == "memory://":
+    if uri.startswith("memory://"):
         return BoundedMemoryStorage(max_keys)
     options: dict[str, t.Any] = {}
     if uri.startswith(REDIS_SCHEMES):
+        if "key_prefix" not in inspect.signature(RedisStorage.__init__).parameters:
+            # Before 4.8, and in 5.0.0, limits hands key_prefix on to redis-py, whose connection
+            # then raises on every command: every beacon would be let through, unlimited.
+            raise ValueError(
+                f"A Redis rate-limit storage needs limits 4.8 or later (not 5.0.0), not"
+                f" limits {limits.__version__}: pip install --upgrade limits."
+            )
         options = {
             "key_prefix": "utm_tracker",
             "socket_connect_timeout": timeout,
