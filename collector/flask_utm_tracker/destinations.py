@@ -31,11 +31,11 @@ The destinations are ``UTM_TRACKER_DESTINATIONS`` (read when a command runs)::
 
 Common keys: ``platform`` (``meta``, ``google-ads``, ``tiktok``, ``linkedin``), ``events``
 (conversion name -> the platform's event name, conversion action id or conversion rule id),
-``api_url`` (default the platform's), ``send_user_data`` (default ``False``),
-``require_consent`` (send only conversions whose user's ``@tracker.user_data`` mapping has
-``"ad_consent": True``; a mapping with ``"ad_consent": False`` is never sent anywhere) and
-``window_days`` (how far before a conversion its touches count; default
-``UTM_TRACKER_LOOKBACK_DAYS``, 90).
+``api_url`` (default the platform's), ``send_user_data`` (default ``False``), ``batch_size``
+(events per request, at most the platform's limit), ``require_consent`` (send only conversions
+whose user's ``@tracker.user_data`` mapping has ``"ad_consent": True``; a mapping with
+``"ad_consent": False`` is never sent anywhere) and ``window_days`` (how far before a
+conversion its touches count; default ``UTM_TRACKER_LOOKBACK_DAYS``, 90).
 """
 
 from __future__ import annotations
@@ -132,6 +132,8 @@ class Destination:
     send_user_data: bool
     require_consent: bool
     window: timedelta
+    #: Events per request: ``batch_size``, at most (and by default) the platform's limit.
+    batch: int
 
 
 def configured(config: t.Mapping[str, t.Any]) -> list[Destination]:
@@ -169,14 +171,26 @@ def configured(config: t.Mapping[str, t.Any]) -> list[Destination]:
         window = entry.get("window_days", lookback)
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigurationError(f"{where}: 'window_days' must be a whole number of days.")
+        platform = PLATFORMS[kind](name, entry)
+        batch = entry.get("batch_size", platform.max_batch)
+        if (
+            isinstance(batch, bool)
+            or not isinstance(batch, int)
+            or not 1 <= batch <= platform.max_batch
+        ):
+            raise ConfigurationError(
+                f"{where}: 'batch_size' must be 1 to {platform.max_batch}"
+                f" ({platform.title}'s limit)."
+            )
         found.append(
             Destination(
                 name=name,
-                platform=PLATFORMS[kind](name, entry),
+                platform=platform,
                 events={k: str(v) for k, v in events.items()},
                 send_user_data=bool(entry.get("send_user_data", False)),
                 require_consent=bool(entry.get("require_consent", False)),
                 window=timedelta(days=window),
+                batch=batch,
             )
         )
     return found
@@ -279,17 +293,22 @@ class Outbox:
         due = sa.and_(self._due(destination, now, retry_now), d.c.id > after)
         choice = sa.select(d.c.id).where(due).order_by(d.c.id).limit(limit)
         if self.engine.dialect.name == "postgresql":
-            choice = choice.with_for_update(skip_locked=True)
-        claim = (
-            sa.update(d)
-            .where(d.c.id.in_(choice.scalar_subquery()), due)
-            .values(
-                status="sending",
-                lease_token=token,
-                lease_until=now + LEASE,
-                attempts=d.c.attempts + 1,
-                updated_at=now,
+            # A materialised CTE: PostgreSQL may run an IN (subquery) more than once in an
+            # UPDATE, and each run of a SKIP LOCKED query can pick other rows (past the LIMIT).
+            chosen = (
+                choice.with_for_update(skip_locked=True)
+                .cte("claimable")
+                .prefix_with("MATERIALIZED")
             )
+            rows = sa.update(d).where(d.c.id == chosen.c.id, due)
+        else:  # SQLite: one writer at a time, and the subquery runs once
+            rows = sa.update(d).where(d.c.id.in_(choice.scalar_subquery()), due)
+        claim = rows.values(
+            status="sending",
+            lease_token=token,
+            lease_until=now + LEASE,
+            attempts=d.c.attempts + 1,
+            updated_at=now,
         )
         with self.engine.begin() as conn:
             conn.execute(claim)
@@ -468,7 +487,7 @@ class Outbox:
         after = 0
         platform = destination.platform
         while True:
-            claimed = self.claim(destination, token, after, platform.max_batch, retry_now)
+            claimed = self.claim(destination, token, after, destination.batch, retry_now)
             if not claimed:
                 return total
             after = claimed[-1].id
@@ -540,7 +559,7 @@ def _insert(engine: sa.Engine) -> t.Any:
 def requests_of(destination: Destination, prepared: list[Prepared]) -> list[Request]:
     """The requests a push would make for ``prepared``."""
     payloads = [p.payload for p in prepared if p.payload is not None]
-    size = destination.platform.max_batch
+    size = destination.batch
     return [
         destination.platform.request(payloads[i : i + size]) for i in range(0, len(payloads), size)
     ]

@@ -207,5 +207,10 @@ class Platform:
         raise NotImplementedError
 
     def outcomes(self, response: Response, count: int) -> list[Outcome]:
-        """What ``response`` means for each of the ``count`` events sent."""
-        return [http_outcome(response)] * count
+        """What ``response`` means for each of the ``count`` events sent (Google's error shape,
+        ``{"error": {"message": ...}}``, by default).
+        """
+        answer = response.json()
+        error = answer.get("error") if isinstance(answer, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return [http_outcome(response, str(message) if message else None)] * count
