@@ -152,8 +152,8 @@ def test_consent_denied(site: t.Callable[..., Site], tab: Tab) -> None:
     tab.page.evaluate("utmTracker.consent(false)")
     tab.page.evaluate("history.pushState({}, '', '?utm_source=later'); utmTracker.capture()")
     tab.page.evaluate("utmTracker.flush()")
-    tab.page.goto(s.url(s.landing("other", consent="required")))  # pagehide; consent pending
-    assert tab.page.evaluate("localStorage.length") == 0
+    tab.page.goto(s.url(s.landing("other", consent="required")))  # pagehide; refusal remembered
+    assert tab.page.evaluate("Object.keys(localStorage)") == ["utm_tracker_consent"]
     assert tab.context.cookies() == []
     assert tab.beacons == []
     assert s.rows("Touch") == []
@@ -250,4 +250,110 @@ def test_subdomains_share_the_cookie(site: t.Callable[..., Site], tab: Tab) -> N
     assert lead.touch_id == touch.touch_id
     assert lead.landing_url == s.url(page + LANDING_QUERY, host="www.example.test")
     assert json.loads(json.dumps(lead.click_ids)) == {"gclid": "Cj0KCQ_abc"}
+    assert tab.errors == []
+
+
+def _token(url: str) -> dict[str, t.Any]:
+    """The decoded ``_utm`` token of ``url``."""
+    import base64
+    from urllib.parse import parse_qs, urlsplit
+
+    [value] = parse_qs(urlsplit(url).query)["_utm"]
+    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    decoded: dict[str, t.Any] = json.loads(raw)
+    return decoded
+
+
+def test_linker_decorates_links_and_forms_to_the_other_domain(
+    site: t.Callable[..., Site], tab: Tab
+) -> None:
+    """A marketing site on 127.0.0.1 links to the app on localhost (another registrable domain):
+    the link and a GET form carry ``_utm`` with the browser's touch when followed, not before."""
+    s = site()
+    app = s.url("/app?plan=pro", host="localhost")
+    src = s.url("/utm/snippet.js")
+    (s.static / "marketing.html").write_text(
+        f'<!doctype html><h1>marketing</h1><a id="signup" href="{app}">sign up</a>'
+        f'<a id="self" href="/static/other.html">more</a>'
+        f'<form id="search" method="get" action="{s.url("/app", host="localhost")}">'
+        '<input name="q" value="shoes"><button id="go">go</button></form>'
+        f'<script src="{src}" async data-link-domains="localhost,127.0.0.1"></script>'
+    )
+    tab.goto(s.url("/static/marketing.html" + LANDING_QUERY), referer=WEBMAIL)
+    first = tab.storage()["first"]
+    assert tab.page.get_attribute("#signup", "href") == app, "not rewritten on load"
+
+    requests: list[str] = []
+    tab.page.on("request", lambda r: r.is_navigation_request() and requests.append(r.url))
+    tab.page.click("#signup")
+    tab.page.wait_for_url("**/app**")
+    [followed] = [url for url in requests if "localhost" in url]
+    assert followed.startswith(s.url("/app?plan=pro&_utm=", host="localhost"))
+    token = _token(followed)
+    assert [touch["id"] for touch in token["t"]] == [first["id"]]
+    assert token["t"][0]["params"] == first["params"]
+    assert token["t"][0]["referrer"] == WEBMAIL
+
+    tab.page.go_back()
+    tab.page.wait_for_function("window.utmTracker")
+    requests.clear()
+    tab.page.click("#go")
+    tab.page.wait_for_url("**/app**")
+    [searched] = [url for url in requests if "localhost" in url]
+    assert "q=shoes" in searched
+    assert [touch["id"] for touch in _token(searched)["t"]] == [first["id"]]
+
+    tab.page.go_back()
+    tab.page.wait_for_function("window.utmTracker")
+    assert tab.page.get_attribute("#self", "href") == "/static/other.html"
+    tab.page.click("#self")
+    tab.page.wait_for_url("**/other.html")
+    assert "_utm" not in tab.page.url, "a link within the page's own link domain is left alone"
+    assert tab.errors == []
+
+
+def test_consent_remembered_across_pages_until_revoked(
+    site: t.Callable[..., Site], tab: Tab
+) -> None:
+    s = site()
+    page = s.landing("landing", consent="required")
+    tab.goto(s.url(page + LANDING_QUERY), referer=WEBMAIL)
+    assert tab.beacons == []
+    tab.page.evaluate("utmTracker.consent(true)")
+    s.wait_rows("Touch", 1)
+
+    # The next page load needs no consent() call.
+    tab.goto(s.url(page + "?utm_source=twitter&utm_medium=social"))
+    rows = s.wait_rows("Touch", 2)
+    assert rows[1].source == "twitter"
+
+    # Revoked: the snippet's storage and cookie go, only the refusal stays, and later
+    # pages capture nothing, with or without data-consent.
+    tab.page.evaluate("utmTracker.consent(false)")
+    assert tab.page.evaluate("Object.keys(localStorage)") == ["utm_tracker_consent"]
+    assert tab.cookie() is None
+    tab.goto(s.url(page + "?utm_source=again"))
+    tab.goto(s.url(s.landing("plain") + "?utm_source=plain"))
+    assert tab.cookie() is None
+    s.wait_rows("Touch", 2)
+    assert len(tab.beacons) == 2
+    assert tab.errors == []
+
+
+def test_misconfigured_origin_keeps_the_touch_and_warns_once(
+    site: t.Callable[..., Site], tab: Tab
+) -> None:
+    """A landing page on www.example.test whose origin the collector does not allow: the touch
+    stays queued and, if the refusal is readable, the console says what to fix."""
+    s = site(UTM_TRACKER_ALLOWED_ORIGINS=[])
+    warnings: list[str] = []
+    tab.page.on("console", lambda m: m.type == "warning" and warnings.append(m.text))
+    page = s.landing("landing", snippet_host="app.example.test")
+    tab.goto(s.url(page + LANDING_QUERY, host="www.example.test"), referer=WEBMAIL)
+    assert {status for _, status in s.outage.beacons} == {403}
+    assert len(tab.storage()["queue"]) == 1, "kept until the configuration is fixed"
+    assert s.rows("Touch") == []
+    # Without CORS headers on the 403 the browser hides its status (a network error):
+    # the warning needs the collector to answer its refusal readably.
+    assert len([w for w in warnings if "flask-utm-tracker" in w]) <= 1
     assert tab.errors == []
