@@ -423,7 +423,9 @@ class Outbox:
         users: dict[t.Any, t.Mapping[str, t.Any] | Exception] = {}
         prepared = []
         for delivery_id, attempts, conversion_id in claimed:
-            row = rows[conversion_id]
+            row = rows.get(conversion_id)
+            if row is None:  # deleted since the claim: its delivery row went with it
+                continue
             currency = row.currency or (self.currency if row.value is not None else None)
             base = Prepared(delivery_id, attempts, row.id, row.value, currency)
             occurred = utc(row.occurred_at)
