@@ -132,10 +132,10 @@ def test_every_signal_is_documented_and_exported() -> None:
 
 
 def test_every_snippet_option_is_a_documented_attribute() -> None:
-    types = (ROOT / "snippet" / "src" / "index.d.ts").read_text("utf-8")
-    body = re.search(r"export interface Options \{(.*?)\n\}", types, re.DOTALL)
-    assert body is not None
-    options = re.findall(r"^\s+(\w+)\?:", body.group(1), re.MULTILINE)
+    source = (ROOT / "snippet" / "src" / "tracker.js").read_text("utf-8")
+    typedef = re.search(r"@typedef \{\{((?:(?!\}\}).)*)\}\} Options", source, re.DOTALL)
+    assert typedef is not None
+    options = re.findall(r"(\w+)\?:", typedef.group(1))
     assert "endpoint" in options
     attributes = re.findall(r"^   \* - ``(data-[a-z-]+)", PAGES["snippet.rst"], re.MULTILINE)
     kebab = {"data-" + re.sub(r"[A-Z]", lambda m: "-" + m.group().lower(), o) for o in options}
