@@ -226,13 +226,14 @@ def test_two_concurrent_pushes_send_each_conversion_once(db_url: str) -> None:
         config = env.app.config
         barrier = threading.Barrier(2)
         errors: list[BaseException] = []
+        sent_by_push: list[int] = []
 
         def push() -> None:
             try:
                 with env.app.app_context():
                     (dest,) = configured(config)
                     barrier.wait()
-                    Outbox(env.tracker, config).push(dest)
+                    sent_by_push.append(Outbox(env.tracker, config).push(dest).sent)
             except BaseException as err:  # reported below
                 errors.append(err)
 
@@ -245,6 +246,7 @@ def test_two_concurrent_pushes_send_each_conversion_once(db_url: str) -> None:
         assert server.violations == []
         sent = sorted(int(e["event_id"].rsplit("-", 1)[1]) for e in server.events("meta"))
     assert sent == ids
+    assert sum(sent_by_push) == len(ids)
     assert {row.status for row in deliveries(env).values()} == {"sent"}
 
 
