@@ -32,6 +32,12 @@ export interface Options {
   consent?: "required";
   /** "ignore": track even when navigator.globalPrivacyControl is true. */
   gpc?: "ignore";
+  /** Hosts whose referrers are this site (their sub-domains too), e.g. "a.example.com,b.example.com". */
+  siteHosts?: string | string[];
+  /** Other sites' domains (sub-domains included) whose links and forms carry `_utm` when followed. */
+  linkDomains?: string | string[];
+  /** Present (any value): log each decision to the console (also `?utm_debug=1`). */
+  debug?: unknown;
 }
 
 export interface Tracker {
@@ -41,7 +47,8 @@ export interface Tracker {
   touches(): { first: Touch | null; latest: Touch | null };
   /** Send what the collector has not acknowledged yet; resolves when it has answered, never rejects. */
   flush(): Promise<void>;
-  /** true: store and send the touches held so far; false: drop them and capture no more. */
+  /** true: store and send the touches held so far; false: drop them and what this browser stored,
+   * and capture no more. Remembered in localStorage until the next call; GPC still wins. */
   consent(granted: boolean): Promise<void>;
 }
 
