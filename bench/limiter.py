@@ -4,6 +4,7 @@
     .venv/bin/python bench/limiter.py --clients 200000
     .venv/bin/python bench/limiter.py --before        # also limits' MemoryStorage + moving
                                                       # window (the limiter before), 100,000 clients
+    .venv/bin/python bench/limiter.py --redis redis://127.0.0.1:6379/0   # also a hit's cost there
 
 The limiter is built from the default settings, as ``init_app`` builds it. Measured:
 
@@ -19,6 +20,7 @@ The limiter is built from the default settings, as ``init_app`` builds it. Measu
 from __future__ import annotations
 
 import argparse
+import secrets
 import socket
 import sys
 import threading
@@ -55,7 +57,9 @@ def address(n: int) -> str:
     return f"2001:db8:{n >> 16:x}:{n & 0xFFFF:x}:1234:5678:9abc:def0"
 
 
-def default_limiter(uri: str = "memory://", **overrides: t.Any) -> RateLimiter:
+def default_limiter(
+    uri: str = "memory://", secret: bytes = SECRET, **overrides: t.Any
+) -> RateLimiter:
     """The limiter ``init_app`` builds with the default settings."""
     settings = load_settings({})
     options = {
@@ -64,7 +68,7 @@ def default_limiter(uri: str = "memory://", **overrides: t.Any) -> RateLimiter:
         "timeout": settings.rate_limit_timeout,
         **overrides,
     }
-    return RateLimiter(settings.rate_limit, uri, SECRET, **options)
+    return RateLimiter(settings.rate_limit, uri, secret, **options)
 
 
 def per_hit_us(hit: t.Callable[[str], t.Any], batches: t.Sequence[t.Sequence[str]]) -> float:
@@ -190,16 +194,35 @@ def hung_storage(trials: int = 5) -> list[Row]:
     ]
 
 
+def redis_hits(url: str) -> list[Row]:
+    """Per-hit cost with a real Redis: a new client's hit, and a refused one."""
+    # A fresh secret: fresh clients, whatever an earlier run left in Redis.
+    limiter = default_limiter(url, secrets.token_bytes(16))
+    over = [["192.0.2.1"] * BATCH] * 3
+    for _ in range(100):
+        limiter.hit("192.0.2.1")
+    new, refused = per_hit_us(limiter.hit, batches(0, 3)), per_hit_us(limiter.hit, over)
+    failed = "yes (a Redis operation took over the timeout)" if limiter._open_until else "no"
+    return [
+        Row("Redis: new client's hit", f"{new:.0f} us"),
+        Row("Redis: refused hit", f"{refused:.0f} us"),
+        Row("Redis: breaker opened", failed, "no"),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1_000_000)
     parser.add_argument("--before", action="store_true", help="also limits' MemoryStorage")
+    parser.add_argument("--redis", metavar="URL", help="also the per-hit cost with this Redis")
     args = parser.parse_args()
     import logging
 
     logging.getLogger("flask_utm_tracker").setLevel(logging.CRITICAL)  # the breaker's warnings
     rows = many_clients(default_limiter(), args.clients, "memory://")
     rows += hung_storage()
+    if args.redis:
+        rows += redis_hits(args.redis)
     if args.before:
         from limits.storage import MemoryStorage
         from limits.strategies import MovingWindowRateLimiter
