@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   runs the demo site on SQLite (http://127.0.0.1:5000)
-#   make test   runs every test: ruff, mypy, the snippet's node tests, pytest (incl. Chromium)
+#   make test   runs every test: ruff, mypy, the snippet's node tests, and pytest (incl. Chromium)
+#               twice: on the lowest declared versions with Python 3.10 and on the newest with 3.13
 # Each installs what it needs first. PostgreSQL and Redis tests run when
 # UTM_TRACKER_TEST_POSTGRES / UTM_TRACKER_TEST_REDIS are set (see .ci/run), else they skip loudly.
 
@@ -35,7 +36,8 @@ test: $(BIN)/.installed node_modules/.installed
 	scripts/ensure-chromium
 	$(MAKE) lint
 	npm test
-	$(BIN)/pytest
+	scripts/test-matrix lowest
+	scripts/test-matrix newest
 
 docs: $(BIN)/.installed
 	$(BIN)/sphinx-build -W --keep-going -b html docs build/docs/html
@@ -47,4 +49,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) node_modules build dist *.egg-info collector/*.egg-info instance
+	rm -rf $(VENV) .venv-lowest .venv-newest node_modules build dist *.egg-info collector/*.egg-info instance

@@ -17,6 +17,11 @@ from flask import Flask, request
 from flask_login import LoginManager, UserMixin, login_user, logout_user
 from flask_sqlalchemy import SQLAlchemy
 from flask_utm_tracker import UTMTracker
+from hypothesis import settings as hypothesis_settings
+
+# No wall-clock deadline: a loaded machine (CI, the benchmark beside) must not fail a property.
+hypothesis_settings.register_profile("utm", deadline=None)
+hypothesis_settings.load_profile("utm")
 
 POSTGRES_VAR = "UTM_TRACKER_TEST_POSTGRES"
 REDIS_VAR = "UTM_TRACKER_TEST_REDIS"
