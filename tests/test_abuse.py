@@ -84,6 +84,28 @@ def test_the_ipv6_prefix_is_configurable() -> None:
     assert hits(by_address, ["2001:db8::1", "2001:db8::2", "2001:db8::1"]) == [True, True, False]
 
 
+def test_the_rate_limit_settings_reach_the_beacon(db_url: str) -> None:
+    env = make_app(
+        db_url,
+        UTM_TRACKER_RATE_LIMIT="2/minute",
+        UTM_TRACKER_RATE_LIMIT_IPV6_PREFIX=48,
+        UTM_TRACKER_RATE_LIMIT_MAX_CLIENTS=10,
+    )
+    client = env.app.test_client()
+
+    def from_address(address: str, n: int) -> int:
+        body = {"v": VISITOR, "touches": [touch(n)]}
+        status: int = beacon(client, body, environ_base={"REMOTE_ADDR": address}).status_code
+        return status
+
+    # Three /64s of one /48: one client.
+    assert [from_address(f"2001:db8:1:{n}::1", n) for n in range(1, 4)] == [204, 204, 429]
+    for n in range(30):
+        from_address(f"10.0.0.{n}", 10 + n)
+    storage = env.tracker.state(env.app).limiter.storage
+    assert len(storage) <= 10  # type: ignore[arg-type]
+
+
 def test_junk_addresses_share_one_budget() -> None:
     # REMOTE_ADDR unset, or a proxy passing on a garbled X-Forwarded-For: not a fresh budget each.
     limits = limiter("2/minute")
