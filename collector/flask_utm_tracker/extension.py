@@ -19,7 +19,7 @@ from flask_login import user_logged_in
 from flask_login.config import COOKIE_NAME
 from markupsafe import Markup, escape
 
-from . import attribution, capture, conversions, destinations, rollup, store
+from . import attribution, capture, conversions, dashboard, destinations, openapi, rollup, store
 from . import cookie as cookies
 from .abuse import RateLimiter
 from .capture import stash_touch as stash_touch
@@ -106,7 +106,10 @@ class UTMTracker:
             ) from None
         app.extensions[EXTENSION] = _AppState(self, settings, limiter)
 
-        app.register_blueprint(make_blueprint(self), url_prefix=settings.url_prefix or None)
+        blueprint = make_blueprint(self)
+        dashboard.register(blueprint, self)
+        openapi.register(blueprint, self)
+        app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
         capture.install(app, self, settings)
         app.add_template_global(self.script_tag, "utm_tracker_script")
         app.cli.add_command(make_cli(self))

@@ -10,11 +10,12 @@ import typing as t
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from . import __name__ as package
 from .dashboard import FiltersSchema, ReportSchema
 from .schemas import MAX_BODY, MAX_TOUCHES, BeaconSchema, ErrorSchema
+from .views import cacheable
 
 if t.TYPE_CHECKING:
     from .extension import UTMTracker
@@ -99,6 +100,10 @@ def make_spec(url_prefix: str) -> dict[str, t.Any]:
     return document
 
 
+#: ``Cache-Control`` max-age of ``openapi.json`` (revalidated with its ETag after that).
+OPENAPI_MAX_AGE = 3600
+
+
 def dumps(url_prefix: str = "/utm") -> str:
     """The document as committed in ``docs/openapi.json`` (2-space indent, final newline)."""
     return json.dumps(make_spec(url_prefix), indent=2, ensure_ascii=False) + "\n"
@@ -109,7 +114,8 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
 
     @bp.route("/openapi.json")
     def openapi() -> Response:
-        return jsonify(make_spec(tracker.settings().url_prefix))
+        body = dumps(tracker.settings().url_prefix).encode("utf-8")
+        return cacheable(body, "application/json", OPENAPI_MAX_AGE)
 
 
 if __name__ == "__main__":  # python -m flask_utm_tracker.openapi > docs/openapi.json

@@ -6,11 +6,14 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import typing as t
 from importlib import resources
 
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 from marshmallow import ValidationError
+from werkzeug.datastructures import HeaderSet
+from werkzeug.http import parse_set_header
 
 from . import cookie as cookies
 from .abuse import is_bot
@@ -98,15 +101,51 @@ def read_beacon() -> dict[str, t.Any]:
         raise BeaconError(400, "The beacon body is nested too deeply.") from None
 
 
-@functools.lru_cache(maxsize=1)
-def _snippet_bytes() -> bytes | None:
-    """The built snippet, read once per process."""
-    path = resources.files("flask_utm_tracker").joinpath("static/snippet.js")
+#: The built scripts ``GET /snippet.js`` and ``GET /snippet-<part>.js`` serve.
+_SCRIPT_NAME = re.compile(r"snippet(-[a-z]{1,20})?\.js")
+
+
+@functools.lru_cache(maxsize=8)
+def _script_bytes(name: str) -> bytes | None:
+    """A built script of the package's ``static/``, read once per process."""
+    path = resources.files("flask_utm_tracker").joinpath(f"static/{name}")
     return path.read_bytes() if path.is_file() else None
 
 
+class SharedResponse(Response):
+    """A response that is the same for every visitor (a script, a document): shared caches may
+    keep one copy, so the ``Vary: Cookie`` Flask adds when any hook of the request looked at
+    the session (Flask-Login's looks at every request) does not apply to it.
+    """
+
+    @property
+    def vary(self) -> HeaderSet:
+        def on_update(header_set: HeaderSet) -> None:
+            kept = [value for value in header_set if value.lower() != "cookie"]
+            if kept:
+                self.headers["Vary"] = ", ".join(kept)
+            else:
+                self.headers.pop("Vary", None)
+
+        return parse_set_header(self.headers.get("Vary"), on_update)
+
+
+def cacheable(body: bytes, mimetype: str, max_age: int) -> Response:
+    """``body`` for shared caches: an ETag, ``Cache-Control: public, max-age``, ``304 Not
+    Modified`` to ``If-None-Match``, no ``Vary: Cookie``, and no ``Date`` of its own (the server
+    adds one)."""
+    response = SharedResponse(body, mimetype=mimetype)
+    response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    response.cache_control.public = True
+    response.cache_control.max_age = max_age
+    response.make_conditional(request)
+    response.headers.pop("Date", None)
+    return response
+
+
 def make_blueprint(tracker: UTMTracker) -> Blueprint:
-    """The extension's blueprint, named ``utm_tracker``."""
+    """The extension's blueprint, named ``utm_tracker``, with the beacon and the snippet (the
+    dashboard and the OpenAPI document add their routes to it)."""
     bp = Blueprint("utm_tracker", __name__, template_folder="templates")
 
     @bp.route("/beacon", methods=["POST", "OPTIONS"])
@@ -132,24 +171,19 @@ def make_blueprint(tracker: UTMTracker) -> Blueprint:
             response = error_response(err.status, err.message, err.details)
         return _cors(response, origin, settings.allowed_origins)
 
-    @bp.route("/snippet.js")
-    def snippet() -> Response:
-        body = _snippet_bytes()
+    @bp.route("/snippet.js", defaults={"part": ""})
+    @bp.route("/snippet-<part>.js")
+    def snippet(part: str) -> Response:
+        name = f"snippet-{part}.js" if part else "snippet.js"
+        body = _script_bytes(name) if _SCRIPT_NAME.fullmatch(name) else None
         if body is None:
+            if part:
+                return error_response(404, f"There is no {name}.")
             return error_response(404, "snippet.js is not built; run `npm run build`.")
-        response = Response(body, mimetype="text/javascript")
-        response.set_etag(hashlib.sha256(body).hexdigest()[:32])
-        response.cache_control.public = True
-        response.cache_control.max_age = SNIPPET_MAX_AGE
+        response = cacheable(body, "text/javascript", SNIPPET_MAX_AGE)
         response.headers["Access-Control-Allow-Origin"] = "*"
-        response.make_conditional(request)
         return response
 
-    from .dashboard import register as register_dashboard
-    from .openapi import register as register_openapi
-
-    register_dashboard(bp, tracker)
-    register_openapi(bp, tracker)
     return bp
 
 
