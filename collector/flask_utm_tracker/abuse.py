@@ -7,10 +7,12 @@ keys, while only the beacon needs a limit. What comes from `limits` and what is 
 - **Strategy** (limits): :class:`limits.strategies.SlidingWindowCounterRateLimiter`, a counter
   per window weighted with the previous window's: constant work and memory per client, against
   the moving window's list of timestamps per client.
-- **Storage** ``redis://`` (limits): :class:`limits.storage.RedisStorage`, shared by every
-  worker, its keys under the ``utm_tracker:`` prefix. Ours are only its options: short socket
-  timeouts and no retries, so a Redis that accepts connections and never answers costs one
-  timeout, not seconds. Other `limits` storage URIs are passed to `limits` as they are.
+- **Storage** ``redis://`` (limits): :class:`limits.storage.RedisStorage` (or its Sentinel and
+  Cluster kin), shared by every worker, its keys under the ``utm_tracker:`` prefix. Ours are only
+  its options: short socket timeouts (also for the sentinels) and no retries, so a Redis that
+  accepts connections and never answers costs one timeout, not seconds. Each hit makes one
+  Redis call per limit (one more when refused), each bounded by the timeout. Other `limits`
+  storage URIs (memcached, MongoDB) are passed to `limits` as they are, the breaker aside.
 - **Storage** ``memory://`` (ours): :class:`BoundedMemoryStorage`, a `limits` storage that keeps
   the counters of at most ``max_clients`` clients, the least recently seen dropped first. limits'
   own ``MemoryStorage`` keeps every client ever seen until a timer thread, rescheduled every
@@ -327,6 +329,11 @@ def make_storage(uri: str, *, max_keys: int, timeout: float) -> Storage:
             from redis.retry import Retry
 
             options["retry"] = Retry(NoBackoff(), 0)
+        elif uri.startswith("redis+sentinel://"):  # the sentinels' own connections
+            options["sentinel_kwargs"] = {
+                "socket_connect_timeout": timeout,
+                "socket_timeout": timeout,
+            }
     try:
         storage = storage_from_string(uri, **options)
     except (ConfigurationError, ValueError, TypeError) as err:
