@@ -149,6 +149,18 @@ def test_a_client_seen_recently_keeps_its_count_while_others_come_and_go() -> No
     assert hits(limits, ["192.0.2.1"]) == [True]  # dropped after 150 more: a fresh count
 
 
+def test_the_bounded_storage_also_serves_limits_fixed_window() -> None:
+    from flask_utm_tracker.abuse import BoundedMemoryStorage
+    from limits import parse
+    from limits.strategies import FixedWindowRateLimiter
+
+    fixed = FixedWindowRateLimiter(BoundedMemoryStorage(max_keys=10))
+    item = parse("3/minute")
+    assert [fixed.hit(item, "a") for _ in range(4)] == [True, True, True, False]
+    assert fixed.get_window_stats(item, "a").remaining == 0
+    assert fixed.hit(item, "b")
+
+
 # -- a hung storage --------------------------------------------------------------------------
 
 
