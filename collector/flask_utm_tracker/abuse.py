@@ -363,8 +363,25 @@ def _crawler_detect() -> t.Any:
 
 
 def is_bot(user_agent: str | None) -> bool:
-    """Whether ``user_agent`` is a crawler by crawlerdetect's list (less :data:`NOT_BOTS`)."""
-    if not user_agent or NOT_BOTS.search(user_agent):
+    """Whether ``user_agent`` is a crawler by crawlerdetect's list (less :data:`NOT_BOTS`).
+
+    Cached per agent (up to 512 characters): crawlerdetect runs a few hundred regular
+    expressions per call, and real traffic repeats a few thousand browser agents.
+    """
+    if not user_agent:
+        return False
+    if len(user_agent) <= 512:
+        return _is_bot_cached(user_agent)
+    return _is_bot(user_agent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_bot_cached(user_agent: str) -> bool:
+    return _is_bot(user_agent)
+
+
+def _is_bot(user_agent: str) -> bool:
+    if NOT_BOTS.search(user_agent):
         return False
     try:
         return bool(_crawler_detect().isCrawler(user_agent[:1000]))

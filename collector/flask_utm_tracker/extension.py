@@ -93,19 +93,7 @@ class UTMTracker:
                 "A 'UTMTracker' instance has already been registered on this Flask app."
                 " Import and use that instance instead."
             )
-        settings = load_settings(app.config)
-        try:
-            limiter = RateLimiter(
-                settings.rate_limit,
-                settings.rate_limit_storage,
-                str(app.config.get("SECRET_KEY") or "flask-utm-tracker").encode(),
-            )
-        except ValueError as err:
-            raise ConfigError(
-                f"UTM_TRACKER_RATE_LIMIT or UTM_TRACKER_RATE_LIMIT_STORAGE is invalid: {err}"
-            ) from None
-        app.extensions[EXTENSION] = _AppState(self, settings, limiter)
-
+        settings = self.register_state(app)
         blueprint = make_blueprint(self)
         dashboard.register(blueprint, self)
         openapi.register(blueprint, self)
@@ -115,6 +103,28 @@ class UTMTracker:
         app.cli.add_command(make_cli(self))
         user_logged_in.connect(capture.on_login)
         _exempt_from_csrf(app)
+
+    def register_state(self, app: Flask) -> Settings:
+        """Read ``app``'s configuration and keep the extension's state on it (settings, rate
+        limiter), without routes or hooks: :meth:`init_app` and the standalone collector
+        (:func:`flask_utm_tracker.collector.make_collector`) start with it.
+        """
+        settings = load_settings(app.config)
+        try:
+            limiter = RateLimiter(
+                settings.rate_limit,
+                settings.rate_limit_storage,
+                str(app.config.get("SECRET_KEY") or "flask-utm-tracker").encode(),
+                ipv6_prefix=settings.rate_limit_ipv6_prefix,
+                max_clients=settings.rate_limit_max_clients,
+                timeout=settings.rate_limit_timeout,
+            )
+        except ValueError as err:
+            raise ConfigError(
+                f"UTM_TRACKER_RATE_LIMIT or UTM_TRACKER_RATE_LIMIT_STORAGE is invalid: {err}"
+            ) from None
+        app.extensions[EXTENSION] = _AppState(self, settings, limiter)
+        return settings
 
     def dashboard_permission(self, func: t.Callable[[], bool]) -> t.Callable[[], bool]:
         """Register the function that decides who may open the dashboard (denied by default)::
