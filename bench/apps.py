@@ -1,33 +1,46 @@
 """The apps the benchmark serves with gunicorn: ``bench.apps:make()``.
 
-``BENCH_APP`` picks the variant, ``BENCH_DB`` the database URL:
+``BENCH_APP`` picks the variant, ``BENCH_DB`` the database URL. Every variant sits behind
+Werkzeug's ``ProxyFix(x_for=1)``, as an app behind one reverse proxy does, so the client address
+of a request is the last ``X-Forwarded-For`` entry the load generator sends.
 
 ``bare``
     Flask alone: ``POST /utm/beacon`` reads the body and answers 204. The ceiling of any Flask
-    collector on this machine.
+    collector on this machine, and the baseline of the beacon figures.
 ``plain``
-    a host app as a user writes it (Flask-SQLAlchemy, Flask-Login with a user loader), without
-    the extension: the baseline of the page and login figures.
+    a host app as users write it, without the extension: Flask-SQLAlchemy, Flask-Login with a
+    user loader, Flask-WTF's ``CSRFProtect``, and a receiver of Flask's ``request_started`` and
+    ``request_finished`` signals that times each request by endpoint (as APM tools add). The
+    baseline of the page and login figures.
 ``tracked``
-    the same host app with ``UTMTracker`` installed.
+    the same host app with ``UTMTracker`` installed, every default on (rate limit with the
+    memory storage, bot filter, origin check).
+``collector``
+    ``tracked`` with the standalone collector mounted in front of it
+    (:func:`flask_utm_tracker.collector.mount_collector`): beacons skip the host's hooks.
 
-The host's SQLite engine gets WAL and ``synchronous=NORMAL`` from a ``connect`` event, as
-bench/README.md tells hosts to do: the extension does not change the host's durability settings.
+The host's SQLite engine gets WAL and ``synchronous=NORMAL`` from a ``connect`` event, as the
+deployment notes tell hosts to do: the extension does not change the host's durability settings.
 
-Knobs for the ablations of ``bench/run.py --ablations``: ``BENCH_SQLITE_PRAGMAS=0`` leaves SQLite
-in its default rollback journal with ``synchronous=FULL``; ``BENCH_MAX_BATCH=1`` turns group
-commit off (one commit per beacon); ``BENCH_GATHER_TURNS`` sets how many turns a leader gives
-the other threads before writing; ``BENCH_LANE=0`` turns the beacon lane off.
+Knobs, for ablations: ``BENCH_RATE_LIMIT`` sets ``UTM_TRACKER_RATE_LIMIT`` (``""``: off);
+``BENCH_MAX_BATCH`` sets ``flask_utm_tracker.store.MAX_BATCH`` (1: no group commit);
+``BENCH_SQLITE_PRAGMAS=0`` leaves SQLite in its default rollback journal with
+``synchronous=FULL``. ``BENCH_FEED=1`` adds the bench-only route ``POST /_bench/limiter-feed``
+(see :func:`add_limiter_feed`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 import typing as t
+from collections import defaultdict
 
 import sqlalchemy as sa
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, g, render_template, request, request_finished, request_started
 from jinja2 import DictLoader
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title></head>
@@ -52,6 +65,12 @@ def sqlite_wal(engine: sa.Engine) -> None:
         cursor.close()
 
 
+def behind_proxy(app: Flask) -> Flask:
+    """``app`` behind one reverse proxy: the client address from ``X-Forwarded-For``."""
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    return app
+
+
 def make_bare() -> Flask:
     app = Flask(__name__)
     app.jinja_loader = DictLoader({"page.html": PAGE})
@@ -65,13 +84,37 @@ def make_bare() -> Flask:
     def home() -> str:
         return render_template("page.html", title="Home")
 
-    return app
+    return behind_proxy(app)
+
+
+class Apm:
+    """What an APM agent's request instrumentation does, in small: a receiver of
+    ``request_started`` notes the start, a receiver of ``request_finished`` adds the duration
+    to its endpoint's totals."""
+
+    def __init__(self, app: Flask) -> None:
+        self.lock = threading.Lock()
+        self.totals: dict[str | None, list[float]] = defaultdict(lambda: [0, 0.0])
+        request_started.connect(self.started, app, weak=False)
+        request_finished.connect(self.finished, app, weak=False)
+
+    def started(self, sender: Flask, **extra: t.Any) -> None:
+        g._apm_start = time.perf_counter()
+
+    def finished(self, sender: Flask, response: Response, **extra: t.Any) -> None:
+        elapsed = time.perf_counter() - g.get("_apm_start", time.perf_counter())
+        with self.lock:
+            entry = self.totals[request.endpoint]
+            entry[0] += 1
+            entry[1] += elapsed
 
 
 def make_host(tracked: bool, db_url: str) -> tuple[Flask, t.Any, t.Any]:
-    """The host app: pages, login by email (no password hashing, so the tracker's share shows)."""
+    """The host app: pages, a CSRF-protected login by email (no password hashing, so the
+    tracker's share shows). Not yet behind the proxy (:func:`make` puts it there)."""
     from flask_login import LoginManager, UserMixin, login_user
     from flask_sqlalchemy import SQLAlchemy
+    from flask_wtf.csrf import CSRFProtect, generate_csrf
 
     app = Flask(__name__)
     app.jinja_loader = DictLoader({"page.html": PAGE})  # compiled once, as files are
@@ -83,10 +126,8 @@ def make_host(tracked: bool, db_url: str) -> tuple[Flask, t.Any, t.Any]:
         SQLALCHEMY_DATABASE_URI=db_url,
         SQLALCHEMY_ENGINE_OPTIONS=options,
     )
-    if tracked:
-        app.config.update(UTM_TRACKER_RATE_LIMIT="")  # the limiter is not what is measured
-        if os.environ.get("BENCH_LANE") == "0":
-            app.config.update(UTM_TRACKER_BEACON_LANE=False)
+    if tracked and "BENCH_RATE_LIMIT" in os.environ:
+        app.config.update(UTM_TRACKER_RATE_LIMIT=os.environ["BENCH_RATE_LIMIT"])
     db = SQLAlchemy()
 
     class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
@@ -101,7 +142,8 @@ def make_host(tracked: bool, db_url: str) -> tuple[Flask, t.Any, t.Any]:
         return db.session.get(User, int(user_id))
 
     db.init_app(app)
-    tracker = None
+    CSRFProtect(app)
+    Apm(app)
     if tracked:
         from flask_utm_tracker import UTMTracker
 
@@ -112,13 +154,9 @@ def make_host(tracked: bool, db_url: str) -> tuple[Flask, t.Any, t.Any]:
             return True
 
     if "BENCH_MAX_BATCH" in os.environ:
-        from flask_utm_tracker import ingest
+        from flask_utm_tracker import store
 
-        ingest.MAX_BATCH = int(os.environ["BENCH_MAX_BATCH"])
-    if "BENCH_GATHER_TURNS" in os.environ:
-        from flask_utm_tracker import ingest
-
-        ingest.GATHER_TURNS = int(os.environ["BENCH_GATHER_TURNS"])
+        store.MAX_BATCH = int(os.environ["BENCH_MAX_BATCH"])
     if db_url.startswith("sqlite") and os.environ.get("BENCH_SQLITE_PRAGMAS", "1") == "1":
         with app.app_context():
             sqlite_wal(db.engine)
@@ -131,20 +169,63 @@ def make_host(tracked: bool, db_url: str) -> tuple[Flask, t.Any, t.Any]:
     def landing() -> str:
         return render_template("page.html", title="Landing")
 
+    @app.get("/csrf")
+    def csrf_token() -> str:
+        """A CSRF token for the login form (and the session cookie holding its secret)."""
+        return generate_csrf()
+
     @app.post("/login/<email>")
-    def login(email: str) -> str:
+    def login(email: str) -> Response | str:
         user = db.session.scalar(sa.select(User).where(User.email == email))
         if user is None:
-            return Response("no such user", status=404)  # type: ignore[return-value]
+            return Response("no such user", status=404)
         login_user(user)
         return str(user.id)
 
     return app, db, User
 
 
+def add_limiter_feed(app: Flask) -> None:
+    """Bench only: ``POST /_bench/limiter-feed?start=N&count=M`` sends the ``M`` distinct client
+    addresses from the ``N``-th on (see :func:`client_address`) through this worker's own beacon
+    rate limiter, as ``M`` beacons from them would, in a fraction of the time. The memory figure
+    measures the gunicorn worker afterwards."""
+    from flask_utm_tracker import UTMTracker
+
+    limiter = UTMTracker.state(app).limiter
+
+    def feed() -> dict[str, t.Any]:
+        start = int(request.args["start"])
+        count = int(request.args["count"])
+        began = time.perf_counter()
+        hit = limiter.hit
+        for n in range(start, start + count):
+            hit(client_address(n))
+        return {"fed": count, "seconds": time.perf_counter() - began, "pid": os.getpid()}
+
+    app.add_url_rule("/_bench/limiter-feed", "bench_limiter_feed", feed, methods=["POST"])
+    csrf = app.extensions["csrf"]
+    csrf.exempt(app.view_functions["bench_limiter_feed"])
+
+
+def client_address(n: int) -> str:
+    """The ``n``-th of distinct client addresses: IPv4 for even ``n``, an IPv6 address in a /64
+    of its own for odd ``n`` (the rate limiter's client is the address or the /64)."""
+    half = n // 2
+    if n % 2 == 0:
+        return f"{11 + (half >> 24) % 200}.{half >> 16 & 255}.{half >> 8 & 255}.{half & 255}"
+    return f"2001:db8:{half >> 16 & 0xFFFF:x}:{half & 0xFFFF:x}:1234:5678:9abc:def0"
+
+
 def make() -> Flask:
     kind = os.environ.get("BENCH_APP", "tracked")
     if kind == "bare":
         return make_bare()
-    app, _, _ = make_host(kind == "tracked", os.environ["BENCH_DB"])
-    return app
+    app, _, _ = make_host(kind in ("tracked", "collector"), os.environ["BENCH_DB"])
+    if os.environ.get("BENCH_FEED") == "1":
+        add_limiter_feed(app)
+    if kind == "collector":
+        from flask_utm_tracker.collector import mount_collector
+
+        mount_collector(app)
+    return behind_proxy(app)

@@ -1,23 +1,31 @@
-"""``make bench``: flask-utm-tracker's speed, each figure beside a baseline of the same run.
+"""``make bench``: flask-utm-tracker's speed in the setup users run, each figure beside a baseline
+measured in the same run.
 
-Serves the apps of ``bench/apps.py`` with gunicorn (gthread workers) on 127.0.0.1, drives them with
-wrk (Lua scripts in ``bench/lua``; every beacon and login carries new ids, so every insert is
-real), times the reports on a million ``LeadSource`` rows in a private PostgreSQL schema, and loads
-the snippet in Chromium. Prints a table and writes ``bench/results.md``.
+Serves the apps of ``bench/apps.py`` with gunicorn (gthread workers) on 127.0.0.1 behind
+``ProxyFix``, with every default of the extension on (rate limit, bot filter, origin check), in a
+host app with Flask-WTF's ``CSRFProtect`` and a receiver of Flask's request signals; drives them
+with wrk (Lua scripts in ``bench/lua``) from pools of 100,000 random client addresses; measures a
+worker after a million distinct clients; times the reports on a million ``LeadSource`` rows; and
+runs the standalone scripts beside this one (``limiter.py``, ``snippet_cpu.py``,
+``attribution.py``). Prints one table and writes ``bench/results.md``.
 
-Each pair (subject, baseline) is measured in alternating rounds (baseline, subject, baseline,
-subject, ...), so that a change in the machine's load during the run hits both sides alike.
+Each pair (subject, baseline) is measured in alternating rounds (baseline, subject, subject,
+baseline, ...), so that a change in the machine's load during the run hits both sides alike.
 
 Environment: ``BENCH_POSTGRES`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``),
-``BENCH_SECONDS`` (seconds per round, default 2), ``BENCH_ROUNDS`` (default 10),
-``BENCH_PAGE_ROUNDS`` (rounds of the plain-page and landing figures, default 3 x ROUNDS),
+``BENCH_REDIS`` (for ``limiter.py --redis``, default ``redis://127.0.0.1:6379/0``; skipped when
+nothing listens), ``BENCH_SECONDS`` (seconds per round, default 2), ``BENCH_ROUNDS`` (default
+10), ``BENCH_PAGE_ROUNDS`` (rounds of the plain-page and landing figures, default 3 x ROUNDS),
 ``BENCH_WORKERS`` (gunicorn processes of one worker each, default one per core),
 ``BENCH_THREADS`` (threads per worker, default 16), ``BENCH_CONNECTIONS`` (wrk connections in
-all, default 32), ``BENCH_LEADS`` (rows for the report figures, default 1,000,000).
+all, default 32), ``BENCH_ADDRESSES`` (client addresses per wrk pool, default 100,000),
+``BENCH_CLIENTS`` (distinct clients of the memory figure, default 1,000,000), ``BENCH_LEADS``
+(rows for the report figures, default 1,000,000), ``BENCH_PIN=0`` (no CPU pinning).
 
-    .venv/bin/python bench/run.py               # the table, about 5 minutes on 2 cores
-    .venv/bin/python bench/run.py --ablations   # plus the measurements behind bench/README.md
-    .venv/bin/python bench/run.py --only ingest # one section: ingest, pages, reports, snippet
+    .venv/bin/python bench/run.py                        # the table, about 20 minutes on 2 cores
+    .venv/bin/python bench/run.py --skip attribution     # without the slowest section
+    .venv/bin/python bench/run.py --only ingest          # one section (repeatable)
+    .venv/bin/python bench/run.py --ablations            # more ingest ablations
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import socket
@@ -37,6 +46,7 @@ import sys
 import tempfile
 import time
 import typing as t
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -52,6 +62,7 @@ from bench.apps import make_host  # noqa: E402
 BIN = Path(sys.executable).parent
 LUA = ROOT / "bench" / "lua"
 PG = os.environ.get("BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 #: Rounds of the plain-page and landing figures, whose margins to their floors (a few percent)
@@ -61,6 +72,10 @@ LEADS = int(os.environ.get("BENCH_LEADS", "1000000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", os.cpu_count() or 2))
 THREADS = int(os.environ.get("BENCH_THREADS", "16"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+#: Client addresses in the pool of each wrk (random IPv4 and IPv6 addresses, half each).
+ADDRESSES = int(os.environ.get("BENCH_ADDRESSES", "100000"))
+#: Distinct clients sent through a worker's rate limiter for the memory figure.
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "1000000"))
 WRK_THREADS = 2
 #: Pin gunicorn n and its wrk to core n (BENCH_PIN=0: let the kernel place them).
 CPUS = os.cpu_count() or 1
@@ -70,9 +85,11 @@ UA = (
     "Chrome/126.0.0.0 Safari/537.36"
 )
 SNIPPET = ROOT / "collector" / "flask_utm_tracker" / "static" / "snippet.js"
-CHROMIUM = "/usr/bin/chromium"
 #: Users the login figure logs in, one after the other.
 LOGIN_USERS = 1000
+#: Touches in the visitor cookie of each login (bench/lua/login.lua).
+LOGIN_TOUCHES = 10
+SECTIONS = ("ingest", "pages", "memory", "limiter", "snippet", "attribution", "reports")
 
 
 def log(message: str) -> None:
@@ -88,9 +105,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def rss_mb(pid: int) -> float:
+    """The resident set size of process ``pid`` in MB (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"No VmRSS for process {pid} (this benchmark needs Linux).")
+
+
 @dataclass
 class Server:
-    """:data:`WORKERS` gunicorn processes with one gthread worker each, serving
+    """``workers`` gunicorn processes with one gthread worker each, serving
     ``bench.apps:make()`` on their own loopback ports (see :func:`wrk` for why not one gunicorn
     with several workers).
     """
@@ -99,21 +125,18 @@ class Server:
     app: str
     db: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    workers: int = WORKERS
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    acknowledged: int = 0  # 2xx answers to beacons, warm-up included
+    acknowledged: int = 0  # 2xx answers, warm-up included
 
     @property
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}" for port in self.ports]
 
-    @property
-    def url(self) -> str:
-        return self.urls[0]
-
     def start(self, logdir: Path) -> None:
         env = {**os.environ, "BENCH_APP": self.app, "BENCH_DB": self.db, **self.env}
-        for n in range(WORKERS):
+        for n in range(self.workers):
             port = free_port()
             self.ports.append(port)
             logfile = open(logdir / f"{self.name}-{n}.log", "wb")  # noqa: SIM115
@@ -155,6 +178,14 @@ class Server:
                         ) from None
                     time.sleep(0.2)
 
+    def worker_pids(self) -> list[int]:
+        """The gunicorn worker (the master's one child) of each port."""
+        pids = []
+        for proc in self.procs:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            pids.append(int(children[0]))
+        return pids
+
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -165,6 +196,19 @@ class Server:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextlib.contextmanager
+def serving(logdir: Path, *servers: Server, ready: str = "/") -> t.Iterator[None]:
+    try:
+        for server in servers:
+            server.start(logdir)
+        for server in servers:
+            server.wait_ready("/" if server.app == "bare" else ready)
+        yield
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # -- wrk ---------------------------------------------------------------------------------------
@@ -178,37 +222,45 @@ class Load:
     requests: int = 0
     seconds: float = 0.0
     socket_errors: int = 0
-    p50_ms: list[float] = field(default_factory=list)
-    p99_ms: list[float] = field(default_factory=list)
     #: The 2xx rate of each round, in order.
     rounds: list[float] = field(default_factory=list)
+    #: Each round's p50 and p99 latency in ms (the highest of the round's wrk processes).
+    round_p50: list[float] = field(default_factory=list)
+    round_p99: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         """2xx answers per second."""
         return self.ok / self.seconds if self.seconds else 0.0
 
+    @property
+    def p99(self) -> float:
+        """The median of the rounds' p99 latencies."""
+        return statistics.median(self.round_p99) if self.round_p99 else 0.0
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.round_p50) if self.round_p50 else 0.0
+
+    @property
+    def refused(self) -> int:
+        """Answers that were not 2xx (a 429 of the rate limit, a 4xx, a 5xx)."""
+        return self.requests - self.ok
+
     def add(self, other: Load) -> None:
         self.ok += other.ok
         self.requests += other.requests
         self.seconds += other.seconds
         self.socket_errors += other.socket_errors
-        self.p50_ms += other.p50_ms
-        self.p99_ms += other.p99_ms
         self.rounds.append(other.rate)
-
-    @property
-    def p99(self) -> float:
-        return max(self.p99_ms) if self.p99_ms else 0.0
-
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.p50_ms) if self.p50_ms else 0.0
+        self.round_p50 += other.round_p50
+        self.round_p99 += other.round_p99
 
 
-def wrk(
-    server: Server, path: str, script: str, seconds: float, args: t.Callable[[], list[str]]
-) -> Load:
+Args = t.Callable[[], list[str]]
+
+
+def wrk(server: Server, path: str, script: str, seconds: float, args: Args) -> Load:
     """Load ``server`` for ``seconds`` with one wrk per gunicorn, all at once, each with an equal
     share of :data:`CONNECTIONS` and of :data:`WRK_THREADS`; only 2xx answers count as done.
 
@@ -216,9 +268,9 @@ def wrk(
     of one gunicorn share its listening socket and the kernel hands wrk's connections to
     whichever worker calls ``accept`` first: rounds measured 2+30, 9+23, 16+16 and 32+0
     connections per worker, and the rate of a round moved with that split by up to a factor of
-    two, for bare Flask as for the tracked app. With one port per worker, each worker keeps
-    exactly its share of the connections (as behind a load balancer); the workers still share
-    the machine's cores with each other, with wrk and with PostgreSQL.
+    two. With one port per worker, each worker keeps exactly its share of the connections (as
+    behind a load balancer); the workers still share the machine's cores with each other, with
+    wrk and with PostgreSQL.
     """
     connections = max(1, CONNECTIONS // len(server.urls))
     runs = []
@@ -250,6 +302,7 @@ def wrk(
             subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
     total = Load()
+    p50s, p99s = [], []
     for proc in runs:
         stdout, stderr = proc.communicate(timeout=seconds + 60)
         line = next((x for x in stdout.splitlines() if x.startswith("BENCH ")), None)
@@ -259,10 +312,12 @@ def wrk(
         total.ok += data["ok"]
         total.requests += data["requests"]
         total.socket_errors += data["socket_errors"]
-        total.p50_ms.append(data["p50_us"] / 1000)
-        total.p99_ms.append(data["p99_us"] / 1000)
+        p50s.append(data["p50_us"] / 1000)
+        p99s.append(data["p99_us"] / 1000)
         # The runs overlap: the rate is the sum of theirs, so count the mean duration once.
         total.seconds += data["duration_us"] / 1e6 / len(runs)
+    total.round_p50.append(max(p50s))
+    total.round_p99.append(max(p99s))
     return total
 
 
@@ -270,11 +325,26 @@ def run_id() -> str:
     return secrets.token_hex(4)
 
 
+def seed() -> str:
+    return str(secrets.randbelow(2**31))
+
+
+def clients(pool: int = ADDRESSES) -> Args:
+    """wrk arguments of ``get.lua``: a new random pool of ``pool`` client addresses each run."""
+    return lambda: [seed(), str(pool)]
+
+
+def beacons(pool: int = ADDRESSES) -> Args:
+    """wrk arguments of ``beacon.lua``: new ids and a new pool of client addresses each run."""
+    prefix = run_id()
+    return lambda: [f"{prefix}{run_id()}", seed(), str(pool)]
+
+
+Pair = tuple[Server, str, str, Args]
+
+
 def compare(
-    pairs: t.Sequence[tuple[Server, str, str, t.Callable[[], list[str]]]],
-    rounds: int = ROUNDS,
-    seconds: float = SECONDS,
-    warmup: float = 2,
+    pairs: t.Sequence[Pair], rounds: int = ROUNDS, seconds: float = SECONDS, warmup: float = 2
 ) -> list[Load]:
     """Measure each ``(server, path, script, args)`` in alternating rounds; one Load per entry.
 
@@ -294,6 +364,10 @@ def compare(
     return loads
 
 
+def round_ratios(subject: Load, base: Load) -> list[float]:
+    return [s / b for s, b in zip(subject.rounds, base.rounds, strict=True) if b]
+
+
 def paired_ratio(subject: Load, base: Load) -> float:
     """The median of the rounds' ratios (each subject round over the baseline round measured
     beside it): the rates of single rounds on this shared machine move by several percent, and a
@@ -302,10 +376,6 @@ def paired_ratio(subject: Load, base: Load) -> float:
     """
     ratios = round_ratios(subject, base)
     return statistics.median(ratios) if ratios else 0.0
-
-
-def round_ratios(subject: Load, base: Load) -> list[float]:
-    return [s / b for s, b in zip(subject.rounds, base.rounds, strict=True) if b]
 
 
 # -- databases ---------------------------------------------------------------------------------
@@ -331,25 +401,26 @@ def pg_schema(prefix: str, base: str = PG) -> t.Iterator[str]:
         engine.dispose()
 
 
-def prepare(db_url: str) -> None:
-    """Create the tables and the users who log in."""
+def prepare(db_url: str) -> str:
+    """Create the tables and the users who log in; returns ``db_url``."""
     app, db, user = make_host(True, db_url)
     with app.app_context():
         db.create_all()
         db.session.add_all(user(email=f"bench-{n}@example.com") for n in range(LOGIN_USERS))
         db.session.commit()
         db.engine.dispose()
+    return db_url
 
 
-def count_touches(db_url: str) -> int:
+def count_rows(db_url: str, table: str) -> int:
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
-        n = int(conn.execute(sa.text("SELECT count(*) FROM utm_touch")).scalar_one())
+        n = int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
     engine.dispose()
     return n
 
 
-# -- figures -----------------------------------------------------------------------------------
+# -- rows --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -366,19 +437,29 @@ class Row:
     note: str = ""
 
 
+def not_run(what: str, reason: str) -> Row:
+    return Row(what, f"not run: {reason}")
+
+
 def ratio_row(
-    what: str, subject: Load, base: Load, floor: float, aim: float | None = None, unit: str = "/s"
+    what: str,
+    subject: Load,
+    base: Load,
+    floor: float | None,
+    aim: float | None = None,
+    unit: str = "2xx/s",
 ) -> Row:
     ratio = paired_ratio(subject, base)
+    refused = f"; {subject.refused:,} answers not 2xx" if subject.refused else ""
     return Row(
         what,
-        f"{subject.rate:,.0f} 2xx{unit}",
-        f"{base.rate:,.0f} 2xx{unit}",
+        f"{subject.rate:,.0f} {unit}",
+        f"{base.rate:,.0f} {unit}",
         ratio,
-        f">= {floor}",
-        f"{aim}" if aim else "",
-        ratio >= floor,
-        f"p99 {subject.p99:.1f} ms vs {base.p99:.1f} ms; {spread(subject, base)}",
+        "" if floor is None else f">= {floor}",
+        "" if aim is None else f"{aim}",
+        None if floor is None else ratio >= floor,
+        f"p99 {subject.p99:.1f} ms vs {base.p99:.1f} ms; {spread(subject, base)}{refused}",
     )
 
 
@@ -389,75 +470,175 @@ def spread(subject: Load, base: Load) -> str:
     return f"median of {len(ratios)} rounds' ratios, {min(ratios):.2f} to {max(ratios):.2f}"
 
 
+# -- 1, 2, 6: beacon ingest ------------------------------------------------------------------------
+
+
 def ingest_figures(logdir: Path, ablations: bool) -> list[Row]:
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as tmp, pg_schema("bench_ingest") as pg_url:
-        sqlite_url = f"sqlite:///{tmp}/bench.db"
-        prepare(sqlite_url)
-        prepare(pg_url)
+    """Beacons from many clients to the host app and to the standalone collector, on SQLite and
+    PostgreSQL, against bare Flask; the ablations; and whether every 2xx was stored."""
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+
+        def sqlite(name: str) -> str:
+            return prepare(f"sqlite:///{tmp}/{name}.db")
+
+        def postgresql(name: str) -> str:
+            return prepare(stack.enter_context(pg_schema(f"bench_{name}")))
+
+        many, one = beacons(), beacons(0)
+        limit_off = {"BENCH_RATE_LIMIT": ""}
         bare = Server("bare", "bare")
-        lite = Server("tracked-sqlite", "tracked", sqlite_url)
-        pg = Server("tracked-postgresql", "tracked", pg_url)
-        extra: list[Server] = []
+        # (server, traffic, label, floor, aim)
+        subjects: list[tuple[Server, Args, str, float | None, float | None]] = [
+            (
+                Server("host-sqlite", "tracked", sqlite("host")),
+                many,
+                "beacon ingest, SQLite (WAL), host app",
+                0.5,
+                0.7,
+            ),
+            (
+                Server("host-postgresql", "tracked", postgresql("host")),
+                many,
+                "beacon ingest, PostgreSQL, host app",
+                0.4,
+                0.5,
+            ),
+            (
+                Server("collector-sqlite", "collector", sqlite("collector")),
+                many,
+                "beacon ingest, SQLite, standalone collector (mount_collector:"
+                " the explicit high-volume option)",
+                None,
+                None,
+            ),
+            (
+                Server("collector-postgresql", "collector", postgresql("collector")),
+                many,
+                "beacon ingest, PostgreSQL, standalone collector (mount_collector:"
+                " the explicit high-volume option)",
+                None,
+                None,
+            ),
+            (
+                Server("limit-off-one-sqlite", "tracked", sqlite("limitoff1"), limit_off),
+                one,
+                "ablation: SQLite host app, rate limit off, one client address",
+                None,
+                None,
+            ),
+            (
+                Server("limit-off-one-postgresql", "tracked", postgresql("limitoff1"), limit_off),
+                one,
+                "ablation: PostgreSQL host app, rate limit off, one client address",
+                None,
+                None,
+            ),
+        ]
         if ablations:
-            lite_nobatch_url = f"sqlite:///{tmp}/nobatch.db"
-            lite_rollback_url = f"sqlite:///{tmp}/rollback.db"
-            for url in (lite_nobatch_url, lite_rollback_url):
-                prepare(url)
-            extra = [
-                Server(
-                    "sqlite-no-group-commit", "tracked", lite_nobatch_url, {"BENCH_MAX_BATCH": "1"}
+            subjects += [
+                (
+                    Server("limit-off-many-sqlite", "tracked", sqlite("limitoff"), limit_off),
+                    many,
+                    "ablation: SQLite host app, rate limit off",
+                    None,
+                    None,
                 ),
-                Server(
-                    "sqlite-rollback-journal",
-                    "tracked",
-                    lite_rollback_url,
-                    {"BENCH_SQLITE_PRAGMAS": "0"},
+                (
+                    Server(
+                        "limit-off-many-postgresql", "tracked", postgresql("limitoff"), limit_off
+                    ),
+                    many,
+                    "ablation: PostgreSQL host app, rate limit off",
+                    None,
+                    None,
                 ),
-                Server("postgresql-no-group-commit", "tracked", pg_url, {"BENCH_MAX_BATCH": "1"}),
-                Server("sqlite-no-lane", "tracked", sqlite_url, {"BENCH_LANE": "0"}),
-                Server("postgresql-no-lane", "tracked", pg_url, {"BENCH_LANE": "0"}),
+                (
+                    Server(
+                        "no-group-commit-sqlite",
+                        "tracked",
+                        sqlite("nobatch"),
+                        {"BENCH_MAX_BATCH": "1"},
+                    ),
+                    many,
+                    "ablation: SQLite host app, group commit off (MAX_BATCH = 1)",
+                    None,
+                    None,
+                ),
+                (
+                    Server(
+                        "no-group-commit-postgresql",
+                        "tracked",
+                        postgresql("nobatch"),
+                        {"BENCH_MAX_BATCH": "1"},
+                    ),
+                    many,
+                    "ablation: PostgreSQL host app, group commit off (MAX_BATCH = 1)",
+                    None,
+                    None,
+                ),
+                (
+                    Server(
+                        "rollback-journal-sqlite",
+                        "tracked",
+                        sqlite("rollback"),
+                        {"BENCH_SQLITE_PRAGMAS": "0"},
+                    ),
+                    many,
+                    "ablation: SQLite host app, rollback journal, synchronous=FULL",
+                    None,
+                    None,
+                ),
             ]
-        servers = [bare, lite, pg, *extra]
-        try:
-            for server in servers:
-                server.start(logdir)
-            for server in servers:
-                server.wait_ready("/" if server.app == "bare" else "/utm/snippet.js")
-            log("beacon ingest: bare Flask, SQLite, PostgreSQL")
-            prefix = run_id()
-            args = lambda: [f"{prefix}{run_id()}"]  # noqa: E731
-            pairs = [(s, "/utm/beacon", "beacon.lua", args) for s in servers]
-            loads = compare(pairs)
-            by_name = {s.name: load for s, load in zip(servers, loads, strict=True)}
-            base = by_name["bare"]
-            rows.append(
-                ratio_row("beacon ingest, SQLite (WAL)", by_name[lite.name], base, 0.5, 0.7)
-            )
-            rows.append(ratio_row("beacon ingest, PostgreSQL", by_name[pg.name], base, 0.3, 0.5))
-            for server in extra:
-                rows.append(ratio_row(f"ablation: {server.name}", by_name[server.name], base, 0))
-        finally:
-            for server in servers:
-                server.stop()
+        servers = [bare, *(s[0] for s in subjects)]
+        log(f"beacon ingest: bare Flask and {len(subjects)} servers, {ROUNDS} rounds each")
+        with serving(logdir, *servers, ready="/utm/snippet.js"):
+            pairs = [(bare, "/utm/beacon", "beacon.lua", many)]
+            pairs += [(s, "/utm/beacon", "beacon.lua", args) for s, args, *_ in subjects]
+            base, *loads = compare(pairs)
+        rows = [
+            ratio_row(label, load, base, floor, aim)
+            for (_, _, label, floor, aim), load in zip(subjects, loads, strict=True)
+        ]
         # "A 2xx means it is stored": every acknowledged beacon has its row.
-        checks = [(lite, sqlite_url), (pg, pg_url)]
-        for server, url in checks:
-            stored = count_touches(url)
-            # Every server writing to this database.
-            acknowledged = sum(s.acknowledged for s in servers if s.db == url)
+        for server, *_ in subjects:
+            stored = count_rows(server.db, "utm_touch")
             rows.append(
                 Row(
                     f"acknowledged beacons stored, {server.name}",
                     f"{stored:,} rows",
-                    f"{acknowledged:,} 2xx",
+                    f"{server.acknowledged:,} 2xx",
                     None,
                     "rows >= 2xx",
                     "",
-                    stored >= acknowledged,
+                    stored >= server.acknowledged,
                 )
             )
     return rows
+
+
+# -- 3, 4: pages and login ---------------------------------------------------------------------
+
+
+def csrf_login(url: str) -> tuple[str, str]:
+    """A session cookie and the CSRF token of the login form, from the host app's ``GET /csrf``
+    (the host apps share their secret key, so both accept them)."""
+    with urllib.request.urlopen(url + "/csrf", timeout=10) as response:
+        token = response.read().decode()
+        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    return cookie, token
+
+
+def check_login(url: str, cookie: str, token: str) -> None:
+    request = urllib.request.Request(
+        url + "/login/bench-0@example.com",
+        data=f"csrf_token={token}".encode(),
+        headers={"Cookie": cookie, "User-Agent": UA},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 200:
+            raise RuntimeError(f"The login of {url} answered {response.status}.")
 
 
 def page_figures(logdir: Path) -> list[Row]:
@@ -466,48 +647,277 @@ def page_figures(logdir: Path) -> list[Row]:
         prepare(pg_url)
         plain = Server("plain", "plain", pg_url)
         tracked = Server("tracked", "tracked", pg_url)
-        try:
-            for server in (plain, tracked):
-                server.start(logdir)
-            for server in (plain, tracked):
-                server.wait_ready()
-            none = lambda: []  # noqa: E731
-            log("plain page, with and without the extension")
+        with serving(logdir, plain, tracked):
+            log(f"plain page, with and without the extension, {PAGE_ROUNDS} rounds")
             base, subject = compare(
-                [(plain, "/", "get.lua", none), (tracked, "/", "get.lua", none)],
+                [(plain, "/", "get.lua", clients()), (tracked, "/", "get.lua", clients())],
                 rounds=PAGE_ROUNDS,
             )
-            rows.append(ratio_row("plain page, with the extension", subject, base, 0.95))
-            log("landing page with utm parameters, new visitor")
+            rows.append(ratio_row("plain page, host app with the extension", subject, base, 0.95))
+            log(f"landing page with utm parameters, new visitor, {PAGE_ROUNDS} rounds")
             landing = "/landing?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
             base, subject = compare(
-                [(plain, landing, "get.lua", none), (tracked, landing, "get.lua", none)],
+                [(plain, landing, "get.lua", clients()), (tracked, landing, "get.lua", clients())],
                 rounds=PAGE_ROUNDS,
             )
-            rows.append(ratio_row("landing page with utm, new visitor", subject, base, 0.8))
+            rows.append(
+                ratio_row("tagged landing page (?utm_...), new visitor", subject, base, 0.85)
+            )
             log("login with 10 pending touches")
-            prefix = run_id()
-            args = lambda: [f"{prefix}{run_id()}", "utm_tracker", str(LOGIN_USERS)]  # noqa: E731
-            path = "/login/"
-            base, subject = compare(
-                [(plain, path, "login.lua", args), (tracked, path, "login.lua", args)]
-            )
-            row = ratio_row("login with 10 pending touches", subject, base, 0.0)
-            row.floor, row.ok = "report", None
-            row.note = (
-                f"p99 {subject.p99:.1f} ms vs {base.p99:.1f} ms;"
-                f" p50 {subject.p50:.1f} ms vs {base.p50:.1f} ms"
-            )
-            rows.append(row)
-        finally:
+            cookie, token = csrf_login(plain.urls[0])
             for server in (plain, tracked):
-                server.stop()
-        engine = sa.create_engine(pg_url)
-        with engine.connect() as conn:
-            leads = int(conn.execute(sa.text("SELECT count(*) FROM utm_lead_source")).scalar_one())
-        engine.dispose()
-        log(f"logins wrote {leads:,} LeadSource rows")
+                check_login(server.urls[0], cookie, token)
+            prefix = run_id()
+
+            def args() -> list[str]:
+                return [
+                    f"{prefix}{run_id()}",
+                    "utm_tracker",
+                    str(LOGIN_USERS),
+                    cookie,
+                    token,
+                    seed(),
+                    str(ADDRESSES),
+                ]
+
+            tracked.acknowledged = 0
+            base, subject = compare(
+                [(plain, "/login/", "login.lua", args), (tracked, "/login/", "login.lua", args)]
+            )
+            logins = tracked.acknowledged  # warm-up included (check_login's has no touches)
+        rows.append(
+            ratio_row(
+                f"login with {LOGIN_TOUCHES} pending touches (CSRF-checked form POST)",
+                subject,
+                base,
+                0.5,
+            )
+        )
+        p99 = subject.p99 / base.p99 if base.p99 else float("inf")
+        rows.append(
+            Row(
+                "login with 10 pending touches: p99 latency",
+                f"{subject.p99:.1f} ms",
+                f"{base.p99:.1f} ms",
+                p99,
+                "<= 2.0",
+                "",
+                p99 <= 2.0,
+                f"median of the rounds' p99; p50 {subject.p50:.1f} ms vs {base.p50:.1f} ms",
+            )
+        )
+        leads = count_rows(pg_url, "utm_lead_source")
+        rows.append(
+            Row(
+                "acknowledged logins stored their touches (LeadSource rows)",
+                f"{leads:,} rows",
+                f"{logins:,} 2xx x {LOGIN_TOUCHES}",
+                None,
+                f"rows >= 2xx x {LOGIN_TOUCHES}",
+                "",
+                leads >= logins * LOGIN_TOUCHES,
+            )
+        )
     return rows
+
+
+# -- 5: a worker after a million clients -------------------------------------------------------
+
+
+def memory_figures(logdir: Path) -> list[Row]:
+    """Two single-worker servers of the host app (SQLite) on core 0, the same traffic for both;
+    one of them has then :data:`CLIENTS` distinct client addresses sent through its own rate
+    limiter (the bench-only route of ``apps.add_limiter_feed``: driving a million addresses
+    through HTTP would take most of an hour here). Its RSS against the fresh one's, and their
+    plain-page p99 in alternating rounds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        feed = {"BENCH_FEED": "1"}
+        fresh = Server("fresh-worker", "tracked", prepare(f"sqlite:///{tmp}/a.db"), feed, 1)
+        used = Server("used-worker", "tracked", prepare(f"sqlite:///{tmp}/b.db"), feed, 1)
+        with serving(logdir, fresh, used, ready="/utm/snippet.js"):
+            log("memory: the same beacons and pages to a fresh and a used worker")
+            for server in (fresh, used):
+                wrk(server, "/utm/beacon", "beacon.lua", 2, beacons())
+                wrk(server, "/", "get.lua", 2, clients())
+            before = {s.name: rss_mb(s.worker_pids()[0]) for s in (fresh, used)}
+            log(f"memory: {CLIENTS:,} distinct clients through the used worker's limiter")
+            fed, took, chunk = 0, 0.0, 50_000
+            while fed < CLIENTS:
+                count = min(chunk, CLIENTS - fed)
+                request = urllib.request.Request(
+                    f"{used.urls[0]}/_bench/limiter-feed?start={fed}&count={count}",
+                    method="POST",
+                )
+                with urllib.request.urlopen(request, timeout=300) as response:
+                    took += json.loads(response.read())["seconds"]
+                fed += count
+            fed_rss = rss_mb(used.worker_pids()[0])
+            log("memory: plain-page p99, fresh and used worker")
+            base, subject = compare(
+                [(fresh, "/", "get.lua", clients()), (used, "/", "get.lua", clients())]
+            )
+            after = {s.name: rss_mb(s.worker_pids()[0]) for s in (fresh, used)}
+    growth = after[used.name] - after[fresh.name]
+    p99 = subject.p99 / base.p99 if base.p99 else float("inf")
+    return [
+        Row(
+            f"worker RSS after {CLIENTS:,} distinct client addresses (fed in-process through"
+            " its own limiter: bench-only route)",
+            f"{after[used.name]:.1f} MB",
+            f"fresh worker {after[fresh.name]:.1f} MB",
+            None,
+            "<= +50 MB",
+            "",
+            growth <= 50,
+            f"{growth:+.1f} MB; the used worker {before[used.name]:.1f} MB before the feed,"
+            f" {fed_rss:.1f} MB after it; the feed took {took:.1f} s in the worker",
+        ),
+        Row(
+            "plain-page p99 on that worker vs a fresh worker",
+            f"{subject.p99:.1f} ms",
+            f"{base.p99:.1f} ms",
+            p99,
+            "<= 1.10",
+            "",
+            p99 <= 1.10,
+            f"median of {len(subject.round_p99)} rounds' p99 each; throughput"
+            f" {subject.rate:,.0f} vs {base.rate:,.0f} 2xx/s ({spread(subject, base)})",
+        ),
+    ]
+
+
+# -- 7: the standalone scripts -----------------------------------------------------------------
+
+
+def script(name: str, args: list[str], timeout: float) -> tuple[str | None, str]:
+    """Run ``bench/<name>`` with this Python; its standard output, or ``None`` and why not."""
+    path = ROOT / "bench" / name
+    if not path.exists():
+        return None, f"bench/{name} is missing"
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(path), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"bench/{name} took over {timeout:.0f} s"
+    log(f"bench/{name} took {time.monotonic() - started:.0f} s")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"bench/{name} exited with {proc.returncode}: {last[:200]}"
+    return proc.stdout, ""
+
+
+def first_number(text: str) -> float:
+    match = re.search(r"[-+]?\d[\d,]*\.?\d*", text)
+    if match is None:
+        raise ValueError(f"no number in {text!r}")
+    return float(match.group().replace(",", ""))
+
+
+def meets(value: str, target: str) -> bool | None:
+    """Whether ``value`` meets a target of ``limiter.py``'s ("<= +50 MB", "< 100 ms", "no")."""
+    if not target or target.startswith("~"):
+        return None
+    for op, check in (("<=", float.__le__), ("<", float.__lt__)):
+        if target.startswith(op):
+            return bool(check(first_number(value), first_number(target[len(op) :])))
+    return value.split(" ")[0] == target
+
+
+def limiter_rows() -> list[Row]:
+    what = "limiter.py (in-process, 1,000,000 clients)"
+    args = []
+    redis = urllib.parse.urlsplit(REDIS)
+    address = (redis.hostname or "127.0.0.1", redis.port or 6379)
+    with contextlib.suppress(OSError), socket.create_connection(address, 1):
+        args = ["--redis", REDIS]
+    out, why = script("limiter.py", args, 600)
+    if out is None:
+        return [not_run(what, why)]
+    rows = []
+    for line in out.splitlines()[1:]:
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) < 2:
+            continue
+        name, value, target = parts[0], parts[1], parts[2] if len(parts) > 2 else ""
+        if not target and "hit" not in name:
+            continue
+        rows.append(Row(f"limiter.py: {name}", value, "", None, target, "", meets(value, target)))
+    return rows or [not_run(what, "no rows in its output")]
+
+
+def snippet_rows() -> list[Row]:
+    code = SNIPPET.read_bytes()
+    size = len(gzip.compress(code, compresslevel=9))
+    rows = [
+        Row(
+            "snippet.js, gzip -9",
+            f"{size:,} B",
+            f"{len(code):,} B raw",
+            None,
+            "<= 2,048 B",
+            "1,280 B",
+            size <= 2048,
+        )
+    ]
+    what = "snippet main-thread CPU, new visitor, Chromium (snippet_cpu.py)"
+    out, why = script("snippet_cpu.py", [], 900)
+    if out is None:
+        return [*rows, not_run(what, why)]
+    own = dict(re.findall(r"^\s*(\w+) own: ([\d.]+) ms", out, re.MULTILINE))
+    medians = dict(re.findall(r"^\s*(\w+)\s+([\d.]+) ms\s+\(range", out, re.MULTILINE))
+    if "snippet" not in own or "plausible" not in own:
+        return [*rows, not_run(what, "its output has no 'own' lines")]
+    mine, theirs = float(own["snippet"]), float(own["plausible"])
+    rows.append(
+        Row(
+            what,
+            f"{mine:.2f} ms",
+            f"Plausible's tracker {theirs:.2f} ms",
+            mine / theirs if theirs > 0 else None,
+            "<= Plausible",
+            "",
+            mine <= theirs,
+            "each: its page's median minus a page without a script"
+            f" ({medians.get('none', '?')} ms)",
+        )
+    )
+    return rows
+
+
+def attribution_rows() -> list[Row]:
+    what = "attribution.py (1M LeadSource, 200k conversions)"
+    out, why = script("attribution.py", [], 1200)
+    if out is None:
+        return [not_run(what, why)]
+    rows = []
+    for line in out.splitlines():
+        if line.startswith("BENCH "):  # one JSON object per figure, if the script gives them
+            data = json.loads(line[6:])
+            rows.append(
+                Row(
+                    f"attribution: {data['what']}",
+                    str(data["value"]),
+                    str(data.get("baseline", "")),
+                    None,
+                    str(data.get("target", "")),
+                    "",
+                    data.get("ok"),
+                    str(data.get("note", "")),
+                )
+            )
+    if not rows:  # otherwise every line naming a p50
+        for line in out.splitlines():
+            if "p50" in line:
+                match = re.search(r"p50\D*([\d.,]+\s*m?s)", line)
+                value = match.group(1) if match else line.strip()
+                rows.append(Row(f"attribution: {line.strip()[:120]}", value))
+    return rows or [not_run(what, "no p50 in its output")]
 
 
 # -- reports on a million rows -----------------------------------------------------------------
@@ -591,11 +1001,15 @@ def report_figures(runs: int = 5) -> list[Row]:
     rows: list[Row] = []
     with pg_schema("bench_reports") as url:
         prepare(url)
-        log(f"generating {LEADS:,} LeadSource rows")
+        log(f"reports: generating {LEADS:,} LeadSource rows")
         started = time.perf_counter()
         generate_leads(url, LEADS)
-        log(f"generated in {time.perf_counter() - started:.1f} s; timing the reports")
         app, db, _ = make_host(True, url)
+        # Rows written around the extension reach the reports through `flask utm rebuild`.
+        result = app.test_cli_runner().invoke(args=["utm", "rebuild"])
+        if result.exit_code != 0:
+            return [not_run("reports", f"flask utm rebuild failed: {result.output[-200:]}")]
+        log(f"reports: rows and rebuild in {time.perf_counter() - started:.1f} s; timing")
         tracker = app.extensions["utm_tracker"].tracker
         today = datetime.now(timezone.utc).date()
         month = {"start": today - timedelta(days=29), "end": today}
@@ -613,10 +1027,6 @@ def report_figures(runs: int = 5) -> list[Row]:
                 lambda: reports.leads(tracker, "channel", **whole),
             ),
             (
-                "reports.leads(source, limit=10), 30 days",
-                lambda: reports.leads(tracker, "source", limit=10, **month),
-            ),
-            (
                 "reports.leads(campaign, limit=10), 30 days",
                 lambda: reports.leads(tracker, "campaign", limit=10, **month),
             ),
@@ -624,8 +1034,6 @@ def report_figures(runs: int = 5) -> list[Row]:
                 "reports.series(channel, day), 30 days",
                 lambda: reports.series(tracker, "channel", interval="day", **month),
             ),
-            ("reports.compare(channel), 30 days", lambda: reports.compare(tracker, **month)),
-            ("reports.totals(), 30 days", lambda: reports.totals(tracker, **month)),
             ("reports.totals(), all time", lambda: reports.totals(tracker, **whole)),
         ]
         client = app.test_client()
@@ -655,103 +1063,6 @@ def report_figures(runs: int = 5) -> list[Row]:
     return rows
 
 
-# -- the snippet -------------------------------------------------------------------------------
-
-
-def snippet_figures(loads: int = 20) -> list[Row]:
-    code = SNIPPET.read_bytes()
-    size = len(gzip.compress(code, compresslevel=9))
-    rows = [
-        Row(
-            "snippet.js, gzip -9",
-            f"{size:,} B",
-            f"{len(code):,} B raw",
-            None,
-            "<= 2,048 B",
-            "1,280 B",
-            size <= 2048,
-        )
-    ]
-    if not Path(CHROMIUM).exists():
-        rows.append(Row("snippet execution in Chromium", "skipped", note=f"no {CHROMIUM}"))
-        return rows
-    from playwright.sync_api import sync_playwright
-
-    # The IIFE inline between two performance marks: the time between them is its parse,
-    # compile and run on the main thread, during page load, with a new visitor each time (a
-    # fresh browser context: empty localStorage and cookies). The baseline is the same page with
-    # an empty script between the marks, loaded alternately.
-    def page(script: str) -> str:
-        return (
-            "<!doctype html><html><head><meta charset=utf-8><title>Landing</title>"
-            "<script>performance.mark('snippet-start')</script>"
-            f"<script>{script}</script>"
-            "<script>performance.mark('snippet-end');"
-            "performance.measure('snippet', 'snippet-start', 'snippet-end')</script>"
-            "</head><body><h1>Landing</h1></body></html>"
-        )
-
-    # A third page only touches localStorage and the cookie jar, as the snippet must: on a new
-    # visitor's first page that access alone opens the origin's storage.
-    storage = "try{localStorage.getItem('utm_tracker');document.cookie}catch(e){}"
-    pages = {"snippet": page(code.decode()), "empty": page(""), "storage": page(storage)}
-    beacons: list[str] = []
-
-    def serve(html: str) -> t.Callable[[t.Any], None]:
-        def route(r: t.Any) -> None:
-            if r.request.url.endswith("/utm/beacon"):
-                beacons.append(r.request.post_data or "")
-                r.fulfill(status=204)
-            else:
-                r.fulfill(status=200, content_type="text/html", body=html)
-
-        return route
-
-    times: dict[str, list[float]] = {name: [] for name in pages}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            for _ in range(loads):
-                for which, html in pages.items():
-                    context = browser.new_context()
-                    tab = context.new_page()
-
-                    tab.route("**/*", serve(html))
-                    tab.goto(
-                        "http://bench.test/utm/landing?utm_source=newsletter&utm_medium=email"
-                        "&utm_campaign=spring",
-                        wait_until="load",
-                    )
-                    times[which].append(
-                        tab.evaluate("performance.getEntriesByName('snippet')[0].duration")
-                    )
-                    tab.wait_for_timeout(50)
-                    context.close()
-        finally:
-            browser.close()
-    version = ""
-    with contextlib.suppress(Exception):
-        version = subprocess.run(
-            [CHROMIUM, "--version"], capture_output=True, text=True, timeout=20
-        ).stdout.strip()
-    rows.append(
-        Row(
-            "snippet execution on page load, Chromium",
-            f"median {statistics.median(times['snippet']):.2f} ms",
-            f"empty script {statistics.median(times['empty']):.2f} ms",
-            None,
-            "",
-            "",
-            None,
-            f"{loads} loads each, new visitor each; a script that only reads localStorage and"
-            f" the cookie: median {statistics.median(times['storage']):.2f} ms;"
-            f" snippet min {min(times['snippet']):.2f},"
-            f" max {max(times['snippet']):.2f} ms; {len(beacons)} beacons sent; {version}",
-        )
-    )
-    return rows
-
-
 # -- output ------------------------------------------------------------------------------------
 
 
@@ -774,21 +1085,26 @@ def machine() -> list[str]:
     engine.dispose()
     import sqlite3
 
-    load = os.getloadavg()
     return [
-        f"nproc {os.cpu_count()}; load average at the start {load[0]:.2f}, {load[1]:.2f}, "
-        f"{load[2]:.2f}",
-        f"{platform.platform()}; {platform.processor() or platform.machine()}",
+        f"{platform.platform()}; {platform.processor() or platform.machine()};"
+        f" nproc {os.cpu_count()}",
         f"Python {platform.python_version()}, Flask {dist_version('flask')}, SQLAlchemy "
-        f"{dist_version('sqlalchemy')}, gunicorn {dist_version('gunicorn')}, psycopg "
+        f"{dist_version('sqlalchemy')}, Flask-WTF {dist_version('flask-wtf')}, limits"
+        f" {dist_version('limits')}, gunicorn {dist_version('gunicorn')}, psycopg "
         f"{dist_version('psycopg')}",
         f"PostgreSQL {pg_version}; SQLite {sqlite3.sqlite_version}; {version(['wrk', '-v'])}",
         f"gunicorn: {WORKERS} x (1 gthread worker x {THREADS} threads), one port each; wrk: one per"
-        f" port, {CONNECTIONS} connections in all;"
+        f" port, {CONNECTIONS} connections in all, {ADDRESSES:,} random client addresses per"
+        " wrk (X-Forwarded-For, ProxyFix(x_for=1));"
         + (" gunicorn n and its wrk pinned to core n;" if PIN else " not pinned;")
         + f" {ROUNDS} alternating rounds of {SECONDS:g} s per figure ({PAGE_ROUNDS} for the"
         " plain page and the landing page)",
     ]
+
+
+def loadavg() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def render(rows: list[Row]) -> list[str]:
@@ -813,17 +1129,21 @@ def render(rows: list[Row]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ablations", action="store_true", help="also measure the ablations")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="only this section")
+    parser.add_argument("--skip", choices=SECTIONS, action="append", help="skip this section")
     parser.add_argument(
-        "--only", choices=["ingest", "pages", "reports", "snippet"], action="append"
+        "--skip-attribution", action="store_true", help="the same as --skip attribution"
     )
+    parser.add_argument("--ablations", action="store_true", help="more ingest ablations")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
-    sections = options.only or ["ingest", "pages", "reports", "snippet"]
+    skip = set(options.skip or []) | ({"attribution"} if options.skip_attribution else set())
+    sections = [s for s in (options.only or SECTIONS) if s not in skip]
     about = machine()
+    load_start = loadavg()
     started = time.monotonic()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
@@ -833,34 +1153,46 @@ def main() -> int:
                 rows += ingest_figures(logdir, options.ablations)
             if "pages" in sections:
                 rows += page_figures(logdir)
+            if "memory" in sections:
+                rows += memory_figures(logdir)
         except Exception:
             for path in sorted(logdir.glob("*.log")):
                 sys.stderr.write(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
             raise
+    if "limiter" in sections:
+        log("limiter.py")
+        rows += limiter_rows()
+    if "snippet" in sections:
+        log("snippet: gzip size, snippet_cpu.py")
+        rows += snippet_rows()
+    if "attribution" in sections:
+        log("attribution.py")
+        rows += attribution_rows()
     if "reports" in sections:
         rows += report_figures()
-    if "snippet" in sections:
-        log("snippet: gzip size and execution in Chromium")
-        rows += snippet_figures()
     elapsed = time.monotonic() - started
+    load_end = loadavg()
     table = render(rows)
     print("\n".join(table))
-    print(f"\n{elapsed:.0f} s; " + "; ".join(about))
+    print(f"\n{elapsed:.0f} s; load average {load_start} at the start, {load_end} at the end")
+    print("; ".join(about))
     failed = [r.what for r in rows if r.ok is False]
     if failed:
-        print("BELOW THE FLOOR: " + ", ".join(failed))
-    if not options.only:
+        print("BELOW THE FLOOR: " + "; ".join(failed))
+    if set(sections) == set(SECTIONS) and not options.ablations:
         text = [
             "# Benchmark results",
             "",
-            f"`make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s.",
+            f"`make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s"
+            f" ({elapsed / 60:.1f} min).",
             "",
+            f"- load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end",
             *(f"- {line}" for line in about),
             "",
             *table,
             "",
-            "See bench/README.md for what each figure measures and why the ingest path is built",
-            "the way it is.",
+            *(["Below the floor: " + "; ".join(failed) + ".", ""] if failed else []),
+            "See bench/README.md for what each figure measures.",
             "",
         ]
         Path(options.out).write_text("\n".join(text))

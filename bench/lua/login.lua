@@ -4,7 +4,10 @@
 -- Each request logs in the next of <users> users (bench-0@example.com, ...), as a site's logins
 -- are of different people: one user logging in from 32 connections at once would measure the
 -- per-user lock of the rollup (rollup.py), which serialises the writes of one user.
--- wrk -s bench/lua/login.lua URL/login/ -- <run prefix> <cookie name> <users>
+-- The host app has Flask-WTF's CSRFProtect: every login posts the form's csrf_token with the
+-- session cookie holding its secret (both fetched once from the app's GET /csrf by run.py).
+-- wrk -s bench/lua/login.lua URL/login/ -- <run prefix> <cookie name> <users> <session cookie>
+--   <csrf token> <random seed> <pool size of client addresses>
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "count.lua")
 local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 local sources = {"google", "newsletter", "facebook", "partner", "bing"}
@@ -32,7 +35,11 @@ function init(args)
   users = tonumber(args[3] or "1000")
   counter = 0
   ok = 0
+  session = args[4] or ""
+  address_pool(args[6], args[7] or "100000")
   wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+  wrk.body = "csrf_token=" .. (args[5] or "")
 end
 
 function request()
@@ -49,5 +56,9 @@ function request()
   local json = '{"v":"v' .. id .. '","t":[' .. table.concat(touches, ",") .. ']}'
   local user = (tid * 7919 + counter) % users
   local path = wrk.path .. "bench-" .. user .. "@example.com"
-  return wrk.format(nil, path, {["Cookie"] = cookie_name .. "=" .. b64url(json)}, nil)
+  local cookie = cookie_name .. "=" .. b64url(json)
+  if session ~= "" then cookie = session .. "; " .. cookie end
+  wrk.headers["Cookie"] = cookie
+  from_client()
+  return wrk.format(nil, path)
 end
