@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import typing as t
+from dataclasses import replace
 
 from flask import Flask, Request, Response, current_app, g, has_request_context, request, session
 
 from . import cookie as cookies
 from .config import EXTENSION, Settings
-from .params import TRACKED, from_query, normalize
+from .params import TRACKED, from_query, normalize, strip_query
 from .signals import touch_recorded
 from .touches import Context, fields, host_of, new_id, now_ms, rows_of, signal_payload, stable_id
 
@@ -154,22 +155,28 @@ def _track(
     login: tuple[t.Any] | None,
 ) -> None:
     state = cookies.decode(cookies.from_request(request, settings.cookie_name))
+    browser = tracker.browser(settings)
     changed = False
     found = candidate(settings, request) if response.status_code < 500 else None
     context = tracker.context(settings)
     if found is not None:
         params, referrer = found
         now = now_ms()
-        raw = {"id": new_id(), "ts": now, "url": request.url, "referrer": referrer}
+        keep = (*context.custom_tags, *context.keep_params)
+        raw = {"id": new_id(), "ts": now, "url": strip_query(request.url, keep)}
+        if referrer:
+            raw["referrer"] = referrer
         if params:
             raw["params"] = params
         latest = state.latest if state else None
         if is_new_touch(params, latest, now, settings.session_timeout):
-            new_visitor = state.visitor_id if state is not None else new_id()
-            row = fields(raw, context, new_visitor)
+            browser = browser or tracker.browser(settings, create=True)
+            visitor = browser.visitor_id if browser else state.visitor_id if state else new_id()
+            row = fields(raw, context, visitor)
             if row is not None:  # not a touch: a spam or internal referrer
                 if state is None:
-                    state = cookies.CookieState(new_visitor)
+                    state = cookies.CookieState(visitor)
+                state.visitor_id = visitor
                 state.pending.append(raw)
                 state.latest = cookies.latest_of(raw)
                 changed = True
@@ -180,7 +187,11 @@ def _track(
     if pending or stashed or login is not None:
         user_id = login[0] if login is not None else tracker.current_user_id()
         if user_id is not None:
-            visitor_id = state.visitor_id if state else None
+            # The browser's own touches: in its cookie, in its session, and the Touch rows its
+            # signed cookie names. A visitor id the browser merely claims never claims rows.
+            visitor_id = browser.visitor_id if browser else state.visitor_id if state else None
+            if browser is not None:
+                context = replace(context, earliest_ms=browser.first_ms)
             rows = rows_of(pending[:MAX_PER_REQUEST], context, visitor_id)
             if stashed:
                 stash = _stash()
@@ -190,20 +201,19 @@ def _track(
                     for k in raw.get("params", {})
                     if k not in TRACKED and k not in context.custom_tags
                 )
-                stash_context = Context(
-                    custom_tags=(*context.custom_tags, *dict.fromkeys(extra)),
-                    site_hosts=context.site_hosts,
-                    excluded=context.excluded,
+                stash_context = replace(
+                    context, custom_tags=(*context.custom_tags, *dict.fromkeys(extra))
                 )
                 rows += rows_of(stash[:MAX_PER_REQUEST], stash_context, visitor_id)
-            if tracker.write(user_id, visitor_id, rows[:MAX_PER_REQUEST]):
+            claim = browser.visitor_id if browser is not None else None
+            if tracker.write(user_id, rows[:MAX_PER_REQUEST], claim=claim):
                 if stashed:
                     _clear_stash()
                 if state is not None and state.pending:
                     state.pending = []
                     changed = True
-    if changed and state is not None:
-        tracker.set_cookie(response, state, settings)
+    if (changed or (browser is not None and browser.new)) and state is not None:
+        tracker.set_cookie(response, state, settings, browser)
 
 
 def stash_touch(

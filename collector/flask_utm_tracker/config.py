@@ -65,6 +65,19 @@ RATE_LIMIT_MAX_CLIENTS = 40_000
 RATE_LIMIT_TIMEOUT = 0.05
 #: Acknowledge beacons from crawlers (crawlerdetect) with 204 and store nothing.
 DROP_BOTS = True
+#: Query parameters kept in stored landing URLs and referrers besides the tracked ones (every
+#: other one is removed, so a password-reset token or an OAuth ``code`` is never stored).
+KEEP_QUERY_PARAMS: list[str] = []
+#: Most ``LeadSource`` rows kept per user; touches past that are dropped (and logged).
+MAX_LEAD_SOURCES_PER_USER = 500
+#: The currency of conversions recorded without one (ISO 4217).
+CURRENCY = "USD"
+#: Attribution counts the touches of the last this many days before each conversion.
+LOOKBACK_DAYS = 90
+#: Half-life, in days, of a touch's weight under the ``time_decay`` model.
+HALF_LIFE_DAYS = 7
+#: Ad-platform destinations of conversions (``flask utm destinations push``), by name.
+DESTINATIONS: dict[str, t.Any] = {}
 
 DEFAULTS: dict[str, t.Any] = {
     PREFIX + name: value
@@ -112,6 +125,8 @@ class Settings:
     rate_limit_max_clients: int
     rate_limit_timeout: float
     drop_bots: bool
+    keep_query_params: tuple[str, ...]
+    max_lead_sources_per_user: int
 
 
 def _as_list(key: str, value: t.Any) -> tuple[str, ...]:
@@ -153,7 +168,14 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
                 f"Unknown configuration key {key}.{hint} The valid keys are: {valid}."
             )
     for key, value in DEFAULTS.items():
-        config.setdefault(key, list(value) if isinstance(value, list) else value)
+        config.setdefault(
+            key,
+            list(value)
+            if isinstance(value, list)
+            else dict(value)
+            if isinstance(value, dict)
+            else value,
+        )
 
     def get(name: str) -> t.Any:
         return config[PREFIX + name]
@@ -172,6 +194,27 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
         raise ConfigError(
             f"{PREFIX}COOKIE_DOMAIN must be a host name such as '.example.com', not {domain!r}."
         )
+    currency = get("CURRENCY")
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+        raise ConfigError(
+            f"{PREFIX}CURRENCY must be an ISO 4217 code such as 'USD', not {currency!r}."
+        )
+    lookback = get("LOOKBACK_DAYS")
+    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 1:
+        raise ConfigError(
+            f"{PREFIX}LOOKBACK_DAYS must be a whole number of days, at least 1, not {lookback!r}."
+        )
+    half_life = get("HALF_LIFE_DAYS")
+    if (
+        isinstance(half_life, bool)
+        or not isinstance(half_life, (int, float))
+        or not 0 < half_life < float("inf")
+    ):
+        raise ConfigError(
+            f"{PREFIX}HALF_LIFE_DAYS must be a number of days above 0, not {half_life!r}."
+        )
+    if not isinstance(get("DESTINATIONS"), dict):
+        raise ConfigError(f"{PREFIX}DESTINATIONS must be a dict of destinations by name.")
     return Settings(
         url_prefix=prefix,
         custom_tags=tuple(
@@ -223,4 +266,13 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
             )
         ),
         drop_bots=bool(get("DROP_BOTS")),
+        keep_query_params=tuple(
+            dict.fromkeys(
+                name.lower()
+                for name in _as_list(PREFIX + "KEEP_QUERY_PARAMS", get("KEEP_QUERY_PARAMS"))
+            )
+        ),
+        max_lead_sources_per_user=_as_int(
+            PREFIX + "MAX_LEAD_SOURCES_PER_USER", get("MAX_LEAD_SOURCES_PER_USER")
+        ),
     )

@@ -20,6 +20,7 @@ import json
 import typing as t
 from dataclasses import dataclass, field
 
+from itsdangerous import BadSignature, Signer
 from werkzeug.sansio.http import parse_cookie
 
 from .schemas import ID_RE, load_latest, load_touch
@@ -82,15 +83,61 @@ def decode(value: str | None) -> CookieState | None:
 
 
 def for_beacon(value: str | None, visitor_id: str) -> tuple[CookieState, bool]:
-    """The cookie state a beacon of ``visitor_id`` answers with, and whether to write it.
+    """The cookie state a beacon answers with, and whether to write it: the browser's cookie
+    with ``visitor_id`` (the server's id of this browser) as its visitor.
 
-    The cookie's visitor wins: a beacon naming another visitor never overwrites its pending
-    touches (its state is a fresh one, not written back).
+    The pending touches are the browser's own, whatever visitor id the snippet wrote beside
+    them; a cookie already naming ``visitor_id`` is written again to refresh its lifetime.
     """
     state = decode(value)
-    if state is not None and state.visitor_id == visitor_id:
-        return state, True
-    return CookieState(visitor_id), state is None
+    if state is None:
+        return CookieState(visitor_id), True
+    state.visitor_id = visitor_id
+    return state, True
+
+
+# -- the signed visitor cookie -------------------------------------------------------------------
+#
+# The cookie above is the snippet's to read and write, so its visitor id is the browser's word
+# only. The server's own claim on the ``Touch`` rows of a browser is a second cookie, HttpOnly
+# and signed with the app's secret key: the visitor id the server issued to that browser and when
+# (its first contact). Only that id stores and claims ``Touch`` rows.
+
+#: The salt of the signature (so no other signed value of the app can pass for one).
+SIGNED_SALT = "flask-utm-tracker.visitor"
+
+
+@dataclass(frozen=True)
+class Browser:
+    """The server's visitor id of a browser and its first contact (epoch milliseconds)."""
+
+    visitor_id: str
+    first_ms: int
+    new: bool = False
+
+
+def _signer(secret: str | bytes) -> Signer:
+    return Signer(secret, salt=SIGNED_SALT)
+
+
+def sign(secret: str | bytes, browser: Browser) -> str:
+    """The signed cookie's value for ``browser``."""
+    return _signer(secret).sign(f"{browser.visitor_id}.{browser.first_ms}").decode("ascii")
+
+
+def unsign(secret: str | bytes, value: str | None) -> Browser | None:
+    """The browser a signed cookie value names, or ``None`` for anything the server did not
+    sign (never raises)."""
+    if not value or len(value) > 200:
+        return None
+    try:
+        payload = _signer(secret).unsign(value).decode("ascii")
+    except (BadSignature, UnicodeError):
+        return None
+    visitor_id, _, first = payload.rpartition(".")
+    if not valid_id(visitor_id) or not first.isdigit():
+        return None
+    return Browser(visitor_id, int(first))
 
 
 #: One encoder for every cookie (``json.dumps`` with options builds a new one per call).

@@ -27,13 +27,15 @@ from .cli import make_cli
 from .config import EXTENSION, ConfigError, Settings, load_settings
 from .models import make_models, user_pk
 from .signals import lead_source_created
-from .touches import Context
+from .touches import Context, new_id, now_ms
 from .views import make_blueprint
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
 logger = logging.getLogger("flask_utm_tracker")
+#: The signed visitor cookie is named after the visitor cookie with this suffix.
+SIGNED_SUFFIX = "_id"
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,7 @@ class UTMTracker:
         if host is None:
             host = request.host
         return Context(
+            keep_params=settings.keep_query_params,
             custom_tags=settings.custom_tags,
             site_hosts=(host.rsplit(":", 1)[0].lower(), *settings.site_hosts),
             excluded=excluded,
@@ -275,27 +278,49 @@ class UTMTracker:
     def user_id_of(self, user: t.Any) -> t.Any:
         return getattr(user, self._user_pk_attr, None) if user is not None else None
 
+    def browser(self, settings: Settings, create: bool = False) -> cookies.Browser | None:
+        """The server's visitor id of this browser, from its signed cookie; a new one when
+        ``create`` (its cookie then written by :meth:`set_cookie`). ``None`` without one, or
+        when the app has no ``SECRET_KEY`` to sign with.
+        """
+        secret = current_app.secret_key
+        if not secret:
+            return None
+        value = cookies.from_request(request, settings.cookie_name + SIGNED_SUFFIX)
+        browser = cookies.unsign(secret, value)
+        if browser is None and create:
+            browser = cookies.Browser(new_id(), now_ms(), new=True)
+        return browser
+
     def set_cookie(
-        self, response: Response, state: cookies.CookieState, settings: Settings
+        self,
+        response: Response,
+        state: cookies.CookieState,
+        settings: Settings,
+        browser: cookies.Browser | None = None,
     ) -> None:
-        """Write the visitor cookie on ``response``."""
+        """Write the visitor cookie on ``response``, and the signed one of a new ``browser``."""
         scheme = request.environ.get("wsgi.url_scheme", "http")
-        response.headers.add("Set-Cookie", self.cookie_header(state, settings, scheme))
+        response.headers.add(
+            "Set-Cookie",
+            self.cookie_header(settings.cookie_name, cookies.encode(state), settings, scheme),
+        )
+        secret = current_app.secret_key
+        if browser is not None and browser.new and secret:
+            value = cookies.sign(secret, browser)
+            name = settings.cookie_name + SIGNED_SUFFIX
+            header = self.cookie_header(name, value, settings, scheme) + "; HttpOnly"
+            response.headers.add("Set-Cookie", header)
 
     @staticmethod
-    def cookie_header(state: cookies.CookieState, settings: Settings, scheme: str) -> str:
-        """The ``Set-Cookie`` value of the visitor cookie, on a request made over ``scheme``."""
+    def cookie_header(name: str, value: str, settings: Settings, scheme: str) -> str:
+        """A ``Set-Cookie`` value with the visitor cookie's attributes, on a request made over
+        ``scheme``. The value is base64url or a signature and the name and domain were checked
+        by ``load_settings``, so nothing needs quoting."""
         secure = settings.cookie_secure
         if secure is None:
             secure = scheme == "https"
-        # RFC 6265 section 4.1 by hand: the value is base64url and the name and domain were
-        # checked by load_settings, so nothing needs quoting, and this is a fifth of the cost of
-        # werkzeug's dump_cookie (whose Expires date Max-Age makes redundant). Not HttpOnly:
-        # the snippet reads it.
-        header = (
-            f"{settings.cookie_name}={cookies.encode(state)}; Path=/;"
-            f" Max-Age={settings.cookie_max_age}; SameSite=Lax"
-        )
+        header = f"{name}={value}; Path=/; Max-Age={settings.cookie_max_age}; SameSite=Lax"
         if settings.cookie_domain:
             header += f"; Domain={settings.cookie_domain}"
         if secure:
@@ -319,27 +344,31 @@ class UTMTracker:
     def write(
         self,
         user_id: t.Any,
-        visitor_id: str | None,
         rows: t.Sequence[dict[str, t.Any]],
-        claim: bool = True,
+        *,
+        claim: str | None = None,
         store_touches: bool = False,
     ) -> bool:
-        """Write ``rows`` as the user's ``LeadSource`` rows, claiming the visitor's unclaimed
-        ``Touch`` rows too, in one transaction. Never raises: a database error is logged and
-        ``False`` returned, so the caller keeps the touches for a later request.
+        """Write ``rows`` as the user's ``LeadSource`` rows in one transaction, at most
+        ``UTM_TRACKER_MAX_LEAD_SOURCES_PER_USER`` rows per user.
+
+        :param claim: the server's visitor id of this browser (its signed cookie): its
+            unclaimed ``Touch`` rows become the user's too. Never a visitor id a client named.
+        :param store_touches: also store ``rows`` as ``Touch`` rows, claimed at once.
+        :return: whether it was written. Never raises: a database error is logged and ``False``
+            returned, so the caller keeps the touches for a later request.
         """
         lead_table = self.LeadSource.__table__
         touch_table = self.Touch.__table__
+        cap = self.settings().max_lead_sources_per_user
         try:
             with self.db.engine.begin() as conn:
                 if store_touches:
                     store.store_touches(conn, touch_table, rows, claimed_by=user_id)
-                claimed = (
-                    store.claim_touches(conn, touch_table, visitor_id, user_id)
-                    if claim and visitor_id
-                    else []
+                claimed = store.claim_touches(conn, touch_table, claim, user_id) if claim else []
+                inserted = store.write_lead_sources(
+                    conn, lead_table, user_id, [*claimed, *rows], cap=cap
                 )
-                inserted = store.write_lead_sources(conn, lead_table, user_id, [*claimed, *rows])
                 rollup.written(conn, self.LeadSource, user_id, inserted)
         except sa.exc.SQLAlchemyError as err:
             # Not logger.exception: the error's text carries the bound parameters.

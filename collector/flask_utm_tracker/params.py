@@ -13,7 +13,7 @@ import json
 import re
 import typing as t
 from importlib import resources
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 _DATA = json.loads(
     resources.files("flask_utm_tracker").joinpath("data/params.json").read_text("utf-8")
@@ -119,3 +119,24 @@ def from_url(url: str, custom_tags: t.Collection[str] = ()) -> dict[str, str]:
     except ValueError:
         return {}
     return normalize(parse_qsl(query, keep_blank_values=False), custom_tags)
+
+
+def strip_query(url: str, keep: t.Collection[str] = ()) -> str:
+    """``url`` with only the tracked parameters and the names in ``keep`` (lower-case) left in
+    its query string, and no fragment: a password-reset token, an OAuth ``code`` or a session
+    id in a landing URL is never stored.
+
+    The parameters kept are kept as written (their encoding and order).
+    """
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    kept = []
+    for part in parts.query.split("&") if parts.query else ():
+        name = unquote_plus(part.split("=", 1)[0]).strip().lower()
+        if name in TRACKED or name in keep:
+            kept.append(part)
+    return parts._replace(query="&".join(kept), fragment="").geturl()

@@ -157,8 +157,10 @@ def write_lead_sources(
     lead_table: sa.Table,
     user_id: t.Any,
     rows: t.Iterable[t.Mapping[str, t.Any]],
+    cap: int | None = None,
 ) -> list[dict[str, t.Any]]:
-    """Write one ``LeadSource`` per distinct touch id of ``rows`` for ``user_id``.
+    """Write one ``LeadSource`` per distinct touch id of ``rows`` for ``user_id``, the user's
+    rows kept at most ``cap`` (the oldest touches first; the rest dropped and logged).
 
     :return: the rows inserted now (those already there are skipped).
     """
@@ -170,6 +172,32 @@ def write_lead_sources(
             {**{k: row.get(k) for k in TOUCH_FIELDS}, "user_id": user_id, "created_at": now},
         )
     ordered = sorted(unique.values(), key=lambda r: _naive_utc(r["timestamp"]))
+    if cap is not None and ordered:
+        held = conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(lead_table)
+            .where(lead_table.c.user_id == user_id)
+        )
+        room = max(0, cap - int(held or 0))
+        if len(ordered) > room:
+            known = set(
+                conn.scalars(
+                    sa.select(lead_table.c.touch_id).where(
+                        lead_table.c.user_id == user_id,
+                        lead_table.c.touch_id.in_([r["touch_id"] for r in ordered]),
+                    )
+                )
+            )
+            fresh = [r for r in ordered if r["touch_id"] not in known]
+            if len(fresh) > room:
+                logger.warning(
+                    "User %r holds %d lead sources, the most kept (MAX_LEAD_SOURCES_PER_USER);"
+                    " %d new touches dropped.",
+                    user_id,
+                    int(held or 0),
+                    len(fresh) - room,
+                )
+            ordered = fresh[:room]
     return insert_ignore(conn, lead_table, ordered, ("user_id", "touch_id"))
 
 

@@ -19,15 +19,13 @@ from urllib.parse import urlsplit
 from . import models
 from .channels import channel_for, click_id_source
 from .classify import classify_referrer
-from .params import CLICK_IDS, clean_text, from_url, normalize
+from .params import CLICK_IDS, clean_text, from_url, normalize, strip_query
 from .schemas import load_touch
 
 #: Shown where a utm parameter leaves source or medium unknown, as GA4 does.
 NOT_SET = "(not set)"
 #: Oldest client time believed (2000-01-01); anything earlier or in the future becomes "now".
 EARLIEST_MS = 946_684_800_000
-#: Allowed client clock skew into the future, in milliseconds.
-FUTURE_SKEW_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -37,6 +35,10 @@ class Context:
     custom_tags: tuple[str, ...] = ()
     site_hosts: tuple[str, ...] = ()
     excluded: tuple[str, ...] = ()
+    #: Query parameters kept in stored URLs besides the tracked ones and the custom tags.
+    keep_params: tuple[str, ...] = ()
+    #: The visitor's first contact with the server (epoch ms): no touch is placed before it.
+    earliest_ms: int | None = None
 
 
 def new_id() -> str:
@@ -62,15 +64,16 @@ def host_of(url: str) -> str:
         return ""
 
 
-def timestamp(ts: t.Any) -> datetime:
-    """The client's epoch-milliseconds ``ts`` as a UTC datetime; "now" when absent or absurd."""
+def timestamp(ts: t.Any, earliest_ms: int | None = None) -> datetime:
+    """The client's epoch-milliseconds ``ts`` as a UTC datetime: "now" when absent, absurd or in
+    the future, and never before ``earliest_ms`` (the visitor's first contact with the server),
+    so that a client's clock cannot make a touch someone's first.
+    """
     now = now_ms()
-    if (
-        isinstance(ts, bool)
-        or not isinstance(ts, int)
-        or not EARLIEST_MS <= ts <= now + FUTURE_SKEW_MS
-    ):
+    if isinstance(ts, bool) or not isinstance(ts, int) or not EARLIEST_MS <= ts <= now:
         ts = now
+    if earliest_ms is not None and ts < earliest_ms <= now:
+        ts = earliest_ms
     return datetime.fromtimestamp(ts / 1000, tz=timezone.utc)
 
 
@@ -88,6 +91,7 @@ def fields(
     if not isinstance(touch_id, str) or not 1 <= len(touch_id) <= models.ID:
         return None
     url = clean_text(raw.get("url"), models.URL)
+    keep = (*context.custom_tags, *context.keep_params)
     params_in = raw.get("params")
     if isinstance(params_in, t.Mapping) and params_in:
         params = normalize(params_in.items(), context.custom_tags)
@@ -129,9 +133,9 @@ def fields(
         "marketing_tactic": utm.get("utm_marketing_tactic"),
         "click_ids": click_ids,
         "custom_tags": custom,
-        "referrer": referrer or None,
-        "landing_url": url or None,
-        "timestamp": timestamp(raw.get("ts")),
+        "referrer": strip_query(referrer, keep) or None,
+        "landing_url": strip_query(url, keep) or None,
+        "timestamp": timestamp(raw.get("ts"), context.earliest_ms),
     }
     for name in models.CLICK_ID_COLUMNS:
         row[name] = click_ids.get(name)

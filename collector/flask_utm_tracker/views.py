@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import typing as t
+from dataclasses import replace
 from importlib import resources
 
 from flask import Blueprint, Request, Response, current_app, jsonify, request
@@ -203,10 +204,14 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
     beacon = read_beacon()
     if settings.drop_bots and is_bot(req.user_agent.string):
         return Response(status=204)  # acknowledged, so that bots learn nothing
-    visitor_id: str = beacon["v"]
+    # The server's visitor id of this browser stores the touches, never the body's "v": a
+    # visitor id is a claim on stored touches (the signed cookie, issued here if missing).
+    browser = tracker.browser(settings, create=True)
+    visitor_id: str = browser.visitor_id if browser is not None else beacon["v"]
     context = tracker.context(settings)
+    if browser is not None:
+        context = replace(context, earliest_ms=browser.first_ms)
     rows = rows_of(beacon["touches"], context, visitor_id, validated=True)
-
     state, own_cookie = cookies.for_beacon(
         cookies.from_request(req, settings.cookie_name), visitor_id
     )
@@ -216,9 +221,10 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
     if rows:
         if user_id is not None:
             # Authenticated (session or request_loader): Touch rows claimed and LeadSource rows
-            # for these touches, the cookie's pending ones and the visitor's unclaimed ones.
+            # for these touches, the cookie's pending ones and this browser's unclaimed ones.
             pending = rows_of(state.pending, context, visitor_id)
-            if not tracker.write(user_id, visitor_id, [*rows, *pending], store_touches=True):
+            claim = browser.visitor_id if browser is not None else None
+            if not tracker.write(user_id, [*rows, *pending], claim=claim, store_touches=True):
                 raise BeaconError(503, "The database is unavailable; the beacon was not stored.")
             state.pending = []
             stored = rows
@@ -234,5 +240,5 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
                 touch_recorded.send(app, touch=signal_payload(row), user_id=user_id)
     response = Response(status=204)
     if own_cookie:
-        tracker.set_cookie(response, state, settings)
+        tracker.set_cookie(response, state, settings, browser)
     return response
