@@ -13,15 +13,30 @@ carries the session cookie, logged in, or called :func:`stash_touch`. Flask then
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import typing as t
 from dataclasses import replace
 
-from flask import Flask, Request, Response, current_app, g, has_request_context, request, session
+from flask import (
+    Flask,
+    Request,
+    Response,
+    current_app,
+    g,
+    has_request_context,
+    redirect,
+    request,
+    session,
+)
+from werkzeug.wrappers import Response as BaseResponse
 
 from . import cookie as cookies
 from .config import EXTENSION, Settings
 from .params import TRACKED, from_query, normalize, strip_query
+from .schemas import load_touch
 from .signals import touch_recorded
 from .touches import Context, fields, host_of, new_id, now_ms, rows_of, signal_payload, stable_id
 
@@ -41,13 +56,92 @@ _STASHED = "_utm_tracker_stashed"
 MAX_PER_REQUEST = 50
 
 
+#: The query parameter of the cross-domain link token, and the most of it read.
+LINK_PARAM = "_utm"
+LINK_MAX_LENGTH = 2048
+LINK_MAX_TOUCHES = 20
+
+
 def install(app: Flask, tracker: UTMTracker, settings: Settings) -> None:
-    """Register the request hook on ``app``."""
+    """Register the request hooks on ``app``."""
+
+    def follow_link() -> BaseResponse | None:
+        return adopt_link_token(tracker, settings)
 
     def track_request(response: Response) -> Response:
         return after_request(tracker, settings, response)
 
+    app.before_request(follow_link)
     app.after_request(track_request)
+
+
+def decode_link_token(token: str) -> list[dict[str, t.Any]] | None:
+    """The touches of a ``_utm`` link token (base64url of ``{"at": ms, "t": [touches]}``), each
+    checked by the beacon's touch schema; ``None`` for anything else (never raises)."""
+    if not token or len(token) > LINK_MAX_LENGTH:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, binascii.Error, RecursionError):
+        return None
+    if not isinstance(data, dict) or type(data.get("at")) not in (int, float):
+        return None
+    touches = data.get("t")
+    if type(touches) is not list or not 1 <= len(touches) <= LINK_MAX_TOUCHES:
+        return None
+    loaded = [load_touch(touch) for touch in touches]
+    if any(touch is None for touch in loaded):
+        return None
+    return [cookies.compact(touch) for touch in loaded if touch is not None]
+
+
+def adopt_link_token(tracker: UTMTracker, settings: Settings) -> BaseResponse | None:
+    """The ``before_request`` hook of the cross-domain linker: a ``GET`` carrying ``_utm`` adds
+    the token's touches to this browser's own visitor cookie (each touch id once) and redirects
+    to the same URL without ``_utm``. A token only adds touches to the browser that opens it:
+    the ``Touch`` rows of other visitor ids stay theirs. A malformed token is dropped silently.
+    """
+    query = request.environ.get("QUERY_STRING", "")
+    if LINK_PARAM not in query or request.method != "GET":
+        return None
+    endpoint = request.endpoint
+    if endpoint is not None and endpoint.startswith(EXTENSION + "."):
+        return None
+    kept = [part for part in query.split("&") if part.split("=", 1)[0] not in (LINK_PARAM, "")]
+    tokens = [
+        part.split("=", 1)[1] for part in query.split("&") if part.startswith(LINK_PARAM + "=")
+    ]
+    if len(kept) == len(query.split("&")):
+        return None  # "_utm" only inside another parameter
+    target = request.base_url + ("?" + "&".join(kept) if kept else "")
+    response = redirect(target, code=302)
+    response.headers["Cache-Control"] = "no-store"
+    respect_gpc = settings.respect_gpc and request.environ.get("HTTP_SEC_GPC") == "1"
+    touches = decode_link_token(tokens[0]) if len(tokens) == 1 and not respect_gpc else None
+    if touches:
+        try:
+            state = cookies.decode(cookies.from_request(request, settings.cookie_name))
+            browser = tracker.browser(settings, create=True)
+            visitor = browser.visitor_id if browser else state.visitor_id if state else new_id()
+            if state is None:
+                state = cookies.CookieState(visitor)
+            state.visitor_id = visitor
+            known = {touch["id"] for touch in state.pending}
+            if state.latest is not None:
+                known.add(state.latest["id"])
+            for touch in touches:
+                if touch["id"] not in known:
+                    known.add(touch["id"])
+                    state.pending.append(touch)
+            newest = max(touches, key=lambda touch: touch.get("ts") or 0)
+            if state.latest is None or (newest.get("ts") or 0) > state.latest.get("ts", 0):
+                if type(newest.get("ts")) is int:
+                    state.latest = cookies.latest_of(newest)
+            tracker.set_cookie(response, state, settings, browser)
+        except Exception:  # the redirect must happen whatever the token holds
+            logger.exception("Adopting a _utm link token failed; redirecting without it.")
+    return response
 
 
 def on_login(sender: Flask, user: t.Any = None, **extra: t.Any) -> None:

@@ -77,7 +77,7 @@ def decode(value: str | None) -> CookieState | None:
     loaded = [load_touch(raw) for raw in pending] if type(pending) is list else []
     return CookieState(
         visitor_id=data["v"],
-        pending=[_compact(touch) for touch in loaded if touch is not None],
+        pending=[compact(touch) for touch in loaded if touch is not None],
         latest=load_latest(data.get("l")),
     )
 
@@ -149,7 +149,7 @@ def _b64(data: dict[str, t.Any]) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def _compact(touch: dict[str, t.Any]) -> dict[str, t.Any]:
+def compact(touch: dict[str, t.Any]) -> dict[str, t.Any]:
     out = {k: v for k, v in touch.items() if v not in (None, "", {})}
     for key in ("url", "referrer"):
         if isinstance(out.get(key), str):
@@ -159,7 +159,7 @@ def _compact(touch: dict[str, t.Any]) -> dict[str, t.Any]:
 
 def encode(state: CookieState) -> str:
     """Encode ``state``, dropping the oldest pending touches after the first until it fits."""
-    pending = [_compact(p) for p in state.pending]
+    pending = [compact(p) for p in state.pending]
     data: dict[str, t.Any] = {"v": state.visitor_id}
     if state.latest is not None:
         data["l"] = state.latest

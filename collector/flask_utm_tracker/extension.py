@@ -14,10 +14,11 @@ import typing as t
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from flask import Flask, Response, current_app, request
+from flask import Flask, current_app, request
 from flask_login import user_logged_in
 from flask_login.config import COOKIE_NAME
 from markupsafe import Markup, escape
+from werkzeug.wrappers import Response as BaseResponse
 
 from . import attribution, capture, conversions, dashboard, destinations, openapi, rollup, store
 from . import cookie as cookies
@@ -294,7 +295,7 @@ class UTMTracker:
 
     def set_cookie(
         self,
-        response: Response,
+        response: BaseResponse,
         state: cookies.CookieState,
         settings: Settings,
         browser: cookies.Browser | None = None,
