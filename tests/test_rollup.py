@@ -5,10 +5,11 @@ from __future__ import annotations
 import typing as t
 from datetime import date
 
+import pytest
 import sqlalchemy as sa
 from flask_utm_tracker import reports, rollup
 
-from .conftest import HostApp
+from .conftest import HostApp, make_app
 from .test_extension import login
 from .test_reports import MARCH, add_user, at, build, by_key, touch
 
@@ -188,3 +189,38 @@ def test_sign_up_created_at_in_step(db_url: str) -> None:
         assert by_key(reports.leads(env.tracker, start=date(2024, 3, 2), end=date(2024, 3, 2))) == {
             "Email": 1
         }
+
+
+def _read_only(url: str) -> str:
+    """The same database, opened read only (the stand-in for a read replica)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite:///file:{parsed.database}?mode=ro&uri=true"
+    options = parsed.query.get("options", "")
+    options = f"{options} -cdefault_transaction_read_only=on".strip()
+    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+def test_reports_read_from_a_replica_bind(db_url: str) -> None:
+    env = make_app(
+        db_url,
+        SQLALCHEMY_BINDS={"replica": _read_only(db_url)},
+        UTM_TRACKER_REPORTS_BIND="replica",
+    )
+    with env.app.app_context():
+        build(env)
+        replica = env.db.engines["replica"]
+        used: list[str] = []
+        sa.event.listen(replica, "before_cursor_execute", lambda *a: used.append(a[2]))
+        assert first_by_channel(env, **MARCH) == {"Paid Search": 1, "Email": 1, "Referral": 1}
+        assert reports.totals(env.tracker, **MARCH).leads == 3
+        assert used  # the replica answered
+        for engine in env.db.engines.values():
+            engine.dispose()
+
+
+def test_an_unknown_reports_bind_is_a_config_error(db_url: str) -> None:
+    from flask_utm_tracker import ConfigError
+
+    with pytest.raises(ConfigError, match="REPORTS_BIND"):
+        make_app(db_url, UTM_TRACKER_REPORTS_BIND="replica")

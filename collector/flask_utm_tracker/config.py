@@ -70,6 +70,9 @@ DROP_BOTS = True
 KEEP_QUERY_PARAMS: list[str] = []
 #: Most ``LeadSource`` rows kept per user; touches past that are dropped (and logged).
 MAX_LEAD_SOURCES_PER_USER = 500
+#: A bind key of ``SQLALCHEMY_BINDS`` (a read replica) for the reports and the dashboard to
+#: read from; ``None`` reads from the default engine.
+REPORTS_BIND: str | None = None
 #: The currency of conversions recorded without one (ISO 4217).
 CURRENCY = "USD"
 #: Attribution counts the touches of the last this many days before each conversion.
@@ -126,6 +129,7 @@ class Settings:
     rate_limit_timeout: float
     drop_bots: bool
     keep_query_params: tuple[str, ...]
+    reports_bind: str | None
     max_lead_sources_per_user: int
 
 
@@ -193,6 +197,13 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
     if domain is not None and not _DOMAIN.fullmatch(str(domain)):
         raise ConfigError(
             f"{PREFIX}COOKIE_DOMAIN must be a host name such as '.example.com', not {domain!r}."
+        )
+    reports_bind = get("REPORTS_BIND")
+    if reports_bind is not None and not isinstance(reports_bind, str):
+        raise ConfigError(f"{PREFIX}REPORTS_BIND must be a bind key of SQLALCHEMY_BINDS or None.")
+    if reports_bind is not None and reports_bind not in (config.get("SQLALCHEMY_BINDS") or {}):
+        raise ConfigError(
+            f"{PREFIX}REPORTS_BIND is {reports_bind!r}, which SQLALCHEMY_BINDS does not define."
         )
     currency = get("CURRENCY")
     if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
@@ -272,6 +283,7 @@ def load_settings(config: t.MutableMapping[str, t.Any]) -> Settings:
                 for name in _as_list(PREFIX + "KEEP_QUERY_PARAMS", get("KEEP_QUERY_PARAMS"))
             )
         ),
+        reports_bind=reports_bind,
         max_lead_sources_per_user=_as_int(
             PREFIX + "MAX_LEAD_SOURCES_PER_USER", get("MAX_LEAD_SOURCES_PER_USER")
         ),

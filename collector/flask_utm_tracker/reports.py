@@ -214,8 +214,33 @@ def _where(table: t.Any, start: date | None, end: date | None, dimension: str) -
 _COLUMNS = {"first": "first_touch", "last": "last_touch", "linear": "linear", ANY: "leads"}
 
 
+class ReadOnly:
+    """What the reports need of a session, on an engine of their own (a read replica): each
+    query on a connection of its own, its rows read at once, nothing ever written."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def get_bind(self) -> sa.Engine:
+        return self.engine
+
+    def execute(self, statement: t.Any) -> sa.Result[t.Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(statement).freeze()()
+
+    def scalar(self, statement: t.Any) -> t.Any:
+        return self.execute(statement).scalar()
+
+
 def _session(tracker: UTMTracker, session: Session | None) -> Session:
-    return session if session is not None else t.cast("Session", tracker.db.session)
+    """``session``; else, with ``UTM_TRACKER_REPORTS_BIND`` set, a reader on that bind of
+    ``SQLALCHEMY_BINDS`` (a read replica); else ``tracker.db.session``."""
+    if session is not None:
+        return session
+    bind = tracker.settings().reports_bind
+    if bind is not None:
+        return t.cast("Session", ReadOnly(tracker.db.engines[bind]))
+    return t.cast("Session", tracker.db.session)
 
 
 def leads(
