@@ -68,8 +68,8 @@ IPV4_MAPPED = bytes(10) + b"\xff\xff"
 def client_id(address: str, ipv6_prefix: int = 64) -> str:
     """The client an address belongs to: an IPv4 address, or an IPv6 network.
 
-    ``socket.inet_pton`` reads the address (in C: ``ipaddress`` costs a few microseconds more
-    per beacon). It takes only the canonical dotted form of IPv4 addresses (no leading zeros,
+    ``socket.inet_pton`` reads the address (in C, cheaper than ``ipaddress``). It takes only
+    the canonical dotted form of IPv4 addresses (no leading zeros,
     no shortened forms), so an IPv4 address has one spelling and is its own name.
 
     :param address: the request's remote address.
