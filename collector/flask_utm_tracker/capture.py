@@ -13,9 +13,6 @@ carries the session cookie, logged in, or called :func:`stash_touch`. Flask then
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import typing as t
 from dataclasses import replace
@@ -78,13 +75,7 @@ def install(app: Flask, tracker: UTMTracker, settings: Settings) -> None:
 def decode_link_token(token: str) -> list[dict[str, t.Any]] | None:
     """The touches of a ``_utm`` link token (base64url of ``{"at": ms, "t": [touches]}``), each
     checked by the beacon's touch schema; ``None`` for anything else (never raises)."""
-    if not token or len(token) > LINK_MAX_LENGTH:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, binascii.Error, RecursionError):
-        return None
+    data = cookies.b64_json(token, LINK_MAX_LENGTH)
     if not isinstance(data, dict) or type(data.get("at")) not in (int, float):
         return None
     touches = data.get("t")

@@ -62,15 +62,21 @@ def valid_id(value: t.Any) -> bool:
     return isinstance(value, str) and ID_RE.fullmatch(value) is not None
 
 
-def decode(value: str | None) -> CookieState | None:
-    """Decode a cookie value; ``None`` for anything that is not a cookie we wrote (never raises)."""
-    if not value or len(value) > READ_LIMIT:
+def b64_json(value: str | None, limit: int) -> t.Any:
+    """The JSON in ``value``, base64url of UTF-8 (the cookie's and the link token's encoding);
+    ``None`` for anything longer than ``limit`` or not that (never raises)."""
+    if not value or len(value) > limit:
         return None
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        data = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (ValueError, binascii.Error, RecursionError):
         return None
+
+
+def decode(value: str | None) -> CookieState | None:
+    """Decode a cookie value; ``None`` for anything that is not a cookie we wrote (never raises)."""
+    data = b64_json(value, READ_LIMIT)
     if not isinstance(data, dict) or not valid_id(data.get("v")):
         return None
     pending = data.get("t")
