@@ -1,4 +1,4 @@
-"""``flask utm report|export|purge|erase`` through ``app.test_cli_runner()``."""
+"""``flask utm report|export|purge|erase|conversions|rebuild`` through ``app.test_cli_runner()``."""
 
 from __future__ import annotations
 
@@ -186,6 +186,10 @@ def test_erase(env: HostApp, runner: t.Any) -> None:
     add_touches(env, 1, visitor="ann-browser")  # after a logout: her next login would claim it
     add_touches(env, 1, claimed_by=bob, visitor="bob-browser")
     add_touches(env, 1, visitor="stranger")
+    with env.app.app_context():
+        env.tracker.record_conversion(ann, "purchase", value=10, order_id="ann-1")
+        env.tracker.record_conversion(ann, "sign_up")
+        env.tracker.record_conversion(bob, "purchase", value=20, order_id="bob-1")
 
     result = runner.invoke(args=["utm", "erase", "--user", str(ann)], input="n\n")
     assert result.exit_code == 1 and "Aborted" in result.output
@@ -193,13 +197,23 @@ def test_erase(env: HostApp, runner: t.Any) -> None:
 
     result = runner.invoke(args=["utm", "erase", "--user", str(ann)], input="y\n")
     assert result.exit_code == 0, result.output
-    assert f"Erased user {ann}: 1 lead sources, 1 claimed and 1 unclaimed touches." in result.stdout
+    assert (
+        f"Erased user {ann}: 1 lead sources, 1 claimed and 1 unclaimed touches, 2 conversions."
+        in result.stdout
+    )
     assert count(env, lead, lead.user_id == ann) == 0
+    conversion = env.tracker.Conversion
+    assert count(env, conversion, conversion.user_id == ann) == 0
+    assert count(env, conversion, conversion.user_id == bob) == 1
+    with env.app.app_context():  # the reports forget her conversions too
+        rows = env.tracker.attribute(model="linear")
+        assert sum(r["conversions"] for r in rows) == 1.0
+        assert rows[0]["revenue"] == {"USD": 20.0}
     assert count(env, lead, lead.user_id == bob) == 1
     assert count(env, touch_model) == 2  # bob's and the stranger's
 
     result = runner.invoke(args=["utm", "erase", "--user", str(ann), "--yes"])
-    assert "0 lead sources, 0 claimed and 0 unclaimed" in result.stdout
+    assert "0 lead sources, 0 claimed and 0 unclaimed touches, 0 conversions" in result.stdout
 
 
 def test_erase_rejects_a_bad_id(env: HostApp, runner: t.Any) -> None:
@@ -212,3 +226,102 @@ def test_printable() -> None:
     assert printable("") == "(not set)"
     assert printable("a\nb") == "a?b"
     assert printable("abcdef", width=4) == "abc…"
+
+
+# -- conversions ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sales(env: HostApp) -> HostApp:
+    from .test_attribution import T0
+    from .test_attribution import add_user as add_buyer
+
+    day = timedelta(days=1)
+    with env.app.app_context():
+        one = add_buyer(env, [("google", "cpc", "=cmd|' /C calc'!A0", T0 - day)])
+        two = add_buyer(env, [("news\x1b[31mletter", "email", "spring", T0 - day)])
+        env.tracker.record_conversion(one, "purchase", value=100, currency="EUR", occurred_at=T0)
+        env.tracker.record_conversion(two, "purchase", value=50, currency="EUR", occurred_at=T0)
+        env.tracker.record_conversion(two, "purchase", value=25, currency="EUR", occurred_at=T0)
+    return env
+
+
+def test_conversions_json_is_what_attribute_returns(sales: HostApp, runner: t.Any) -> None:
+    args = ["utm", "conversions", "--name", "purchase", "--model", "position", "--by", "source"]
+    result = runner.invoke(args=[*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    with sales.app.app_context():
+        expected = sales.tracker.attribute(name="purchase", model="position", by="source")
+    assert json.loads(result.stdout) == expected
+    assert [row["conversions"] for row in expected] == [2.0, 1.0]
+
+
+def test_conversions_table(sales: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(
+        args=[
+            "utm",
+            "conversions",
+            "--by",
+            "source",
+            "--start",
+            "2025-03-01",
+            "--end",
+            "2025-03-01",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Every conversion, last touch, 2025-03-01 to 2025-03-01"
+    assert lines[2].split() == ["Source", "Conversions", "Revenue", "Spend", "ROAS", "CPA"]
+    assert lines[4].split() == ["news?[31mletter", "2", "75.00", "EUR", "-", "-", "-"]
+    assert "\x1b" not in result.stdout
+    empty = runner.invoke(args=["utm", "conversions", "--start", "2030-01-01"])
+    assert "No conversions in this period." in empty.stdout
+
+
+def test_conversions_csv_neutralises_formulas(sales: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(args=["utm", "conversions", "--by", "campaign", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["campaign", "conversions", "revenue", "spend", "roas", "cpa"]
+    assert rows[1][:3] == ["spring", "2.0", "75.00 EUR"]
+    assert rows[2][0] == "'=cmd|' /C calc'!A0"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "u_shaped"], "Invalid value for '--model'"),
+        (["--by", "term"], "Invalid value for '--by'"),
+        (["--name", "buy now"], "conversion name"),
+        (["--start", "2025-02-01", "--end", "2025-01-01"], "must not be after"),
+        (["--format", "xml"], "Invalid value for '--format'"),
+    ],
+)
+def test_conversions_bad_options(
+    env: HostApp, runner: t.Any, args: list[str], message: str
+) -> None:
+    result = runner.invoke(args=["utm", "conversions", *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_data_driven_fallback_is_said_on_stderr(sales: HostApp, runner: t.Any) -> None:
+    result = runner.invoke(
+        args=["utm", "conversions", "--model", "data_driven", "--format", "json"]
+    )
+    assert result.exit_code == 0
+    assert "Showing linear instead" in result.stderr
+    assert json.loads(result.stdout) == json.loads(
+        runner.invoke(args=["utm", "conversions", "--model", "linear", "--format", "json"]).stdout
+    )
+
+
+def test_rebuild_makes_the_same_credits(sales: HostApp, runner: t.Any) -> None:
+    with sales.app.app_context():
+        before = {m: sales.tracker.attribute(model=m, by="source") for m in ("first", "time_decay")}
+    result = runner.invoke(args=["utm", "rebuild"])
+    assert result.exit_code == 0, result.output
+    assert "Rebuilt the attribution tables: 3 conversions, 2 users' paths." in result.stdout
+    with sales.app.app_context():
+        after = {m: sales.tracker.attribute(model=m, by="source") for m in ("first", "time_decay")}
+    assert after == before

@@ -334,7 +334,9 @@ def report(
             )
             for key, currency, n, money, valued in conn.execute(query):
                 credited[key] += float(n or 0)
-                if valued and abs(valued) > 1e-9:
+                # A currency shows when this model credits it some revenue, or credits a
+                # conversion of it (a refund to 0 shows as 0).
+                if abs(money or 0) > 1e-9 or (valued and abs(n or 0) > 1e-9):
                     revenue[key][currency] += float(money or 0)
         spend = _spend(conn, tracker, by, first, last)
     return Report(_rows(credited, revenue, spend), model, used, null_paths, notes)

@@ -787,7 +787,7 @@ def rebuild(conn: Connection, tracker: UTMTracker) -> tuple[int, int]:
     current: t.Any = None
     leads: list[_Lead] = []
     counted = 0
-    result = conn.execution_options(stream_results=True, yield_per=10_000).execute(query)
+    result = conn.execute(query.execution_options(stream_results=True, yield_per=10_000))
     for lead_row in result:
         if lead_row[0] != current:
             if leads:
