@@ -295,3 +295,94 @@ def test_visits_through_the_app_show_up_by_channel(env: HostApp) -> None:
     html = admin.get("/utm/").text
     assert text_of(html, "total-leads") == "Leads 5"
     assert html.count("<rect x=") == 4  # today's bar, one segment per channel
+
+
+# -- conversions ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def buyer(env: HostApp) -> t.Any:
+    """The admin's client, on an app with two purchases and some spend, in March 2024."""
+    from datetime import datetime, timezone
+
+    from .test_attribution import add_user as add_buyer
+
+    allow_admin(env)
+    when = datetime(2024, 3, 10, 12, tzinfo=timezone.utc)
+    day = timedelta(days=1)
+    with env.app.app_context():
+        one = add_buyer(
+            env,
+            [("google", "cpc", "spring", when - 3 * day), (XSS_SOURCE, "email", "", when - day)],
+        )
+        two = add_buyer(env, [("google", "cpc", "spring", when - day)])
+        env.tracker.record_conversion(one, "purchase", value=100, currency="EUR", occurred_at=when)
+        env.tracker.record_conversion(two, "purchase", value=60, currency="EUR", occurred_at=when)
+        env.tracker.record_conversion(two, "sign_up", occurred_at=when - 2 * day)
+        spend = env.tracker.Spend(
+            date=when.date(), source="google", medium="cpc", campaign="spring", utm_id="",
+            cost=40, currency="EUR",
+        )  # fmt: skip
+        env.db.session.add(spend)
+        env.db.session.commit()
+    client = env.app.test_client()
+    assert client.post("/login/admin@example.com").status_code == 200
+    return client
+
+
+def test_conversions_section(buyer: t.Any) -> None:
+    html = buyer.get(f"/utm/?{MARCH}&conversion=purchase&cmodel=first&by=channel").text
+    assert text_of(html, "total-conversions") == "Conversions 2"
+    assert text_of(html, "total-revenue") == "Revenue 160.00 EUR"
+    assert text_of(html, "total-spend") == "Spend 40.00 EUR"
+    assert text_of(html, "total-roas") == "ROAS 4.00"
+    models = re.findall(r'<option value="([a-z_]+)"', html.split('id="conversion-model"')[1])
+    assert models[:6] == ["first", "last", "linear", "position", "time_decay", "data_driven"]
+    table = html.split('id="conversion-table">')[1].split("</table>")[0]
+    # First touch: both purchases from Paid Search: 160 EUR for 40 EUR of spend, CPA 20.
+    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", table)).split() == [
+        "Channel", "Conversions", "Revenue", "Spend", "ROAS", "CPA",
+        "Paid", "Search", "2", "160.00", "EUR", "40.00", "EUR", "4.00", "20.00",
+    ]  # fmt: skip
+    assert 'id="revenue-over-time"' in html and 'data-total="160.00"' in html
+
+
+def test_the_model_switch_moves_the_credit(buyer: t.Any) -> None:
+    last = buyer.get(f"/utm/?{MARCH}&conversion=purchase&cmodel=last&by=medium").text
+    table = last.split('id="conversion-table"')[1]
+    assert re.search(r"<td>email</td>\s*<td class=\"n\">1</td>", table)
+    assert XSS_SOURCE not in last  # escaped where it shows (the source dimension)
+    linear = buyer.get(f"/utm/?{MARCH}&conversion=purchase&cmodel=linear&by=source").text
+    assert "&lt;script&gt;alert(&#39;source&#39;)&lt;/script&gt;" in linear
+    assert text_of(linear, "total-conversions") == "Conversions 2"
+    driven = buyer.get(f"/utm/?{MARCH}&cmodel=data_driven").text
+    assert "Showing linear instead" in driven
+
+
+def test_bad_conversion_filters(buyer: t.Any) -> None:
+    response = buyer.get(f"/utm/?{MARCH}&cmodel=u_shaped&by=term")
+    assert response.status_code == 400
+    assert "cmodel: Must be one of" in response.text and "by: Must be one of" in response.text
+
+
+def test_conversions_json(buyer: t.Any, env: HostApp) -> None:
+    response = buyer.get("/utm/conversions.json?name=purchase&model=position&by=campaign")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "private, no-store"
+    body = response.get_json()
+    with env.app.app_context():
+        rows = env.tracker.attribute(name="purchase", model="position", by="campaign")
+    assert body["rows"] == rows and body["model"] == body["used"] == "position"
+    assert rows[0] == {
+        "key": "spring", "conversions": 1.5, "revenue": {"EUR": 110.0}, "spend": {"EUR": 40.0},
+        "roas": 2.75, "cpa": pytest.approx(40 / 1.5, abs=1e-6),
+    }  # fmt: skip
+    bad = buyer.get("/utm/conversions.json?model=x&by=term&name=a%20b")
+    assert bad.status_code == 400 and set(bad.get_json()["details"]) == {"model", "by", "name"}
+    bad = buyer.get("/utm/conversions.json?start=2024-03-02&end=2024-03-01")
+    assert bad.status_code == 400 and set(bad.get_json()["details"]) == {"start"}
+
+
+def test_conversions_json_is_denied_by_default(env: HostApp, client: t.Any) -> None:
+    response = client.get("/utm/conversions.json")
+    assert response.status_code == 403 and "error" in response.get_json()

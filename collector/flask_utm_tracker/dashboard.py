@@ -1,5 +1,11 @@
-"""The dashboard at ``GET /utm/`` and its data at ``GET /utm/report.json``: denied unless the host
-grants them with ``@tracker.dashboard_permission``.
+"""The dashboard at ``GET /utm/``, its data at ``GET /utm/report.json`` and the conversions report
+at ``GET /utm/conversions.json``: denied unless the host grants them with
+``@tracker.dashboard_permission``.
+
+The dashboard's conversions section shows conversions, revenue, spend, ROAS and CPA under the
+attribution model (``cmodel``, one of six) and dimension (``by``) chosen above it, for the
+conversion name ``conversion`` (default: every conversion), over the page's date range, and a
+chart of the revenue over time (in the range's main currency) credited to the dimension's values.
 
 The chart is an SVG drawn on the server (:func:`chart`), not by a JavaScript charting library:
 the page then needs no script at all (it works under a strict Content-Security-Policy, and
@@ -25,7 +31,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, abort, jsonify, render_template, request, send_file
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from . import reports
+from . import attribution, reports
 
 if t.TYPE_CHECKING:
     from .extension import UTMTracker
@@ -336,6 +342,178 @@ class ReportSchema(Schema):
     comparison = fields.List(fields.Nested(ComparisonSchema))
 
 
+# -- conversions ---------------------------------------------------------------------------------
+
+#: Values of the chosen dimension drawn apart in the revenue chart; the rest is "Other".
+CHART_KEYS = 6
+
+
+class ConversionFiltersSchema(Schema):
+    """The conversions section's filters, from the query string."""
+
+    conversion = fields.String(
+        validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$"),
+        metadata={"description": "Conversion name; default: every conversion."},
+    )
+    cmodel = fields.String(
+        load_default="last",
+        validate=validate.OneOf(list(attribution.MODELS)),
+        metadata={"description": "Attribution model of the conversions."},
+    )
+    by = fields.String(
+        load_default="channel",
+        validate=validate.OneOf(attribution.DIMENSIONS),
+        metadata={"description": "Dimension the conversions are credited to."},
+    )
+
+
+class ConversionsQuerySchema(Schema):
+    """The query of ``GET /utm/conversions.json`` (the arguments of ``tracker.attribute``)."""
+
+    name = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$"))
+    model = fields.String(load_default="last", validate=validate.OneOf(list(attribution.MODELS)))
+    by = fields.String(load_default="channel", validate=validate.OneOf(attribution.DIMENSIONS))
+    start = fields.Date()
+    end = fields.Date()
+
+    @validates_schema
+    def _order(self, data: dict[str, t.Any], **kwargs: t.Any) -> None:
+        start, end = data.get("start"), data.get("end")
+        if start and end and start > end:
+            raise ValidationError("The start must not be after the end.", "start")
+
+
+class ConversionRowSchema(Schema):
+    key = fields.String(metadata={"description": "The value of the dimension, or (direct)."})
+    conversions = fields.Float(metadata={"description": "Conversions credited."})
+    revenue = fields.Dict(keys=fields.String(), values=fields.Float())
+    spend = fields.Dict(keys=fields.String(), values=fields.Float())
+    roas = fields.Float(allow_none=True)
+    cpa = fields.Float(allow_none=True)
+
+
+class ConversionsSchema(Schema):
+    """``GET /utm/conversions.json``: ``rows`` is what ``tracker.attribute`` returns."""
+
+    name = fields.String(allow_none=True)
+    model = fields.String(metadata={"description": "The model asked for."})
+    used = fields.String(metadata={"description": "The model used (data_driven may fall back)."})
+    by = fields.String()
+    start = fields.Date(allow_none=True)
+    end = fields.Date(allow_none=True)
+    notes = fields.List(fields.String())
+    rows = fields.List(fields.Nested(ConversionRowSchema))
+
+
+@dataclass(frozen=True)
+class ConversionFilters:
+    name: str | None
+    model: str
+    by: str
+
+
+@dataclass
+class ConversionReport:
+    """The conversions section: the rows, their totals, and the revenue series."""
+
+    filters: ConversionFilters
+    result: attribution.Report
+    names: list[str]
+    conversions: float
+    revenue: dict[str, float]
+    spend: dict[str, float]
+    roas: float | None
+    currency: str | None
+    series: reports.Series
+
+
+def conversion_filters_from(args: t.Mapping[str, str]) -> ConversionFilters:
+    """:raises marshmallow.ValidationError: for a bad name, model or dimension."""
+    known = ConversionFiltersSchema().fields
+    data = ConversionFiltersSchema().load({k: v for k, v in args.items() if k in known and v})
+    return ConversionFilters(data.get("conversion"), data["cmodel"], data["by"])
+
+
+def _sum(rows: t.Iterable[dict[str, t.Any]], field_name: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for row in rows:
+        for currency, value in row[field_name].items():
+            out[currency] = out.get(currency, 0.0) + value
+    return out
+
+
+def build_conversions(
+    tracker: UTMTracker, filters: Filters, chosen: ConversionFilters
+) -> ConversionReport:
+    """The conversions section's numbers (see :func:`attribution.report`)."""
+    from .conversions import tables
+
+    result = attribution.report(
+        tracker,
+        name=chosen.name,
+        model=chosen.model,
+        by=chosen.by,
+        start=filters.start,
+        end=filters.end,
+    )
+    revenue = _sum(result.rows, "revenue")
+    spend = _sum(result.rows, "spend")
+    currency = max(revenue, key=lambda c: revenue[c]) if revenue else None
+    roas = None
+    if len(spend) == 1 and set(revenue) <= set(spend) and next(iter(spend.values())) > 0:
+        ((code, cost),) = spend.items()
+        roas = revenue.get(code, 0.0) / cost
+    day = tables(tracker).day
+    names = list(tracker.db.session.scalars(sa.select(day.c.name).distinct().order_by(day.c.name)))
+    buckets = reports.buckets(filters.start, filters.end, filters.interval)
+    per_key: dict[str, list[float]] = {}
+    if currency is not None:
+        # data_driven credits no single day: its revenue chart shows the fallback's split.
+        model = chosen.model if chosen.model in attribution.POSITIONAL else attribution.FALLBACK
+        where = [
+            day.c.dimension == chosen.by,
+            day.c.currency == currency,
+            day.c.day >= filters.start,
+            day.c.day <= filters.end,
+        ]
+        if chosen.name is not None:
+            where.append(day.c.name == chosen.name)
+        query = (
+            sa.select(day.c.day, day.c.key, sa.func.sum(day.c["revenue_" + model]))
+            .where(*where)
+            .group_by(day.c.day, day.c.key)
+        )
+        index = {bucket: i for i, bucket in enumerate(buckets)}
+        for when, key, amount in tracker.db.session.execute(query):
+            amounts = per_key.setdefault(key, [0.0] * len(buckets))
+            bucket = reports.bucket_of(reports._as_date(when), filters.interval)
+            amounts[index[bucket]] += float(amount or 0)
+    ordered = sorted(per_key, key=lambda k: (-sum(per_key[k]), k))
+    values = {key: per_key[key] for key in ordered[:CHART_KEYS]}
+    rest = ordered[CHART_KEYS:]
+    if rest:
+        values["Other"] = [sum(per_key[k][i] for k in rest) for i in range(len(buckets))]
+    series = reports.Series(buckets, {k: [max(v, 0.0) for v in vs] for k, vs in values.items()})
+    return ConversionReport(
+        filters=chosen,
+        result=result,
+        names=names,
+        conversions=sum(row["conversions"] for row in result.rows),
+        revenue=revenue,
+        spend=spend,
+        roas=roas,
+        currency=currency,
+        series=series,
+    )
+
+
+def money(amounts: t.Mapping[str, float]) -> str:
+    """``{"EUR": 1234.5}`` as ``1,234.50 EUR``; several currencies joined by `` · ``."""
+    if not amounts:
+        return "–"
+    return " · ".join(f"{value:,.2f} {code}" for code, value in sorted(amounts.items()))
+
+
 # -- routes --------------------------------------------------------------------------------------
 
 
@@ -378,6 +556,12 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
             errors = _messages(err)
             filters = filters_from({})
         report = build_report(tracker, filters)
+        try:
+            chosen = conversion_filters_from(request.args)
+        except ValidationError as err:
+            errors.update(_messages(err))
+            chosen = conversion_filters_from({})
+        converted = build_conversions(tracker, filters, chosen)
         today = datetime.now(timezone.utc).date()
         html = render_template(
             "utm_tracker/dashboard.html",
@@ -385,6 +569,11 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
             filters=filters,
             errors=errors,
             chart=chart(report.series, filters.interval),
+            converted=converted,
+            revenue_chart=chart(converted.series, filters.interval),
+            conversion_models=attribution.MODELS,
+            dimensions=attribution.DIMENSIONS,
+            money=money,
             rows=latest_rows(tracker, filters),
             models=reports.MODELS,
             intervals=reports.INTERVALS,
@@ -409,6 +598,30 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
         except ValidationError as err:
             return _json_error(400, "The filters are invalid.", _messages(err))
         return _private(jsonify(ReportSchema().dump(build_report(tracker, filters))))
+
+    @bp.route("/conversions.json")
+    def conversions_json() -> Response:
+        if not _allowed(tracker):
+            return _json_error(403, "The dashboard permission check denied this request.")
+        known = ConversionsQuerySchema().fields
+        try:
+            query = ConversionsQuerySchema().load(
+                {k: v for k, v in request.args.items() if k in known and v}
+            )
+        except ValidationError as err:
+            return _json_error(400, "The query is invalid.", _messages(err))
+        result = attribution.report(tracker, **query)
+        body = {
+            "name": query.get("name"),
+            "model": result.model,
+            "used": result.used,
+            "by": query["by"],
+            "start": query.get("start"),
+            "end": query.get("end"),
+            "notes": result.notes,
+            "rows": result.rows,
+        }
+        return _private(jsonify(ConversionsSchema().dump(body)))
 
     @bp.route("/dashboard.css")
     def dashboard_css() -> Response:
