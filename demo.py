@@ -1,5 +1,6 @@
 """The demo site: a landing page, sign-up and login, an account page listing the user's lead
-sources, and the dashboard for the admin.
+sources and purchases (with a "buy" button that records a conversion), and the dashboard for the
+admin.
 
     flask --app demo run                 # SQLite in instance/demo.db
     DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test flask --app demo run
@@ -10,6 +11,7 @@ The first account is the admin (it can open the dashboard at /utm/).
 from __future__ import annotations
 
 import os
+import secrets
 import typing as t
 
 import sqlalchemy as sa
@@ -120,7 +122,28 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
         sources = db.session.scalars(
             sa.select(lead).where(lead.user_id == current_user.id).order_by(lead.timestamp)
         ).all()
-        return render_template("account.html", sources=sources)
+        conversion = tracker.Conversion
+        purchases = db.session.scalars(
+            sa.select(conversion)
+            .where(conversion.user_id == current_user.id)
+            .order_by(conversion.occurred_at.desc())
+        ).all()
+        return render_template("account.html", sources=sources, purchases=purchases)
+
+    @app.route("/buy", methods=["POST"])
+    @login_required
+    def buy() -> t.Any:
+        # A purchase as a shop records it once paid: the order id makes a retry harmless.
+        order_id = request.form.get("order_id") or f"demo-{secrets.token_hex(6)}"
+        try:
+            tracker.record_conversion(
+                current_user, "purchase", value=49.90, currency="USD", order_id=order_id
+            )
+        except ValueError as err:
+            flash(str(err))
+        else:
+            flash("Thank you for your order: one rocket, 49.90 USD.")
+        return redirect(url_for("account"))
 
     with app.app_context():
         db.create_all()

@@ -230,3 +230,29 @@ def test_deleting_a_user_through_the_orm_takes_the_credit_back(ctx: HostApp) -> 
     assert count(ctx) == 1
     assert ctx.tracker.attribute()[0]["conversions"] == 1.0
     assert ctx.tracker.attribute()[0]["revenue"] == {"USD": 1.0}
+
+
+def test_the_demo_records_a_purchase(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any
+) -> None:
+    import importlib
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'imported.db'}")
+    demo = importlib.import_module("demo")
+    app = demo.create_app({"SQLALCHEMY_DATABASE_URI": db_url, "TESTING": True})
+    try:
+        client = app.test_client()
+        client.get("/?utm_source=newsletter&utm_medium=email&utm_campaign=november")
+        client.post("/signup", data={"email": "ann@example.com", "password": "secret"})
+        page = client.post("/buy", follow_redirects=True).text
+        assert "Thank you for your order" in page
+        table = page.split('id="purchases"')[1].split("</table>")[0]
+        assert "purchase" in table and "49.90 USD" in table
+        with app.app_context():
+            assert demo.tracker.attribute(name="purchase", model="last") == [
+                {"key": "Email", "conversions": 1.0, "revenue": {"USD": 49.9}, "spend": {},
+                 "roas": None, "cpa": None}
+            ]  # fmt: skip
+    finally:
+        with app.app_context():
+            demo.db.engine.dispose()
