@@ -185,3 +185,41 @@ def test_an_xss_payload_stays_text(served: Served, tab: Page) -> None:
         "Mar 21: Referral, 1"
     )
     assert page.evaluate("window.__xss") is None
+
+
+def test_conversions_model_switch(served: Served, tab: Page) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from tests.test_attribution import add_user as add_buyer
+
+    when = datetime(2024, 3, 15, 12, tzinfo=timezone.utc)
+    day = timedelta(days=1)
+    with served.env.app.app_context():
+        buyer = add_buyer(
+            served.env,
+            [("google", "cpc", "spring", when - 5 * day), ("newsletter", "email", "", when - day)],
+        )
+        served.env.tracker.record_conversion(
+            buyer, "purchase", value=80, currency="EUR", occurred_at=when
+        )
+    page = tab.open(f"{served.base}/utm/?{MARCH}&cmodel=first")
+    assert tab.text("#total-conversions .value") == "1"
+    assert tab.text("#total-revenue .value") == "80.00 EUR"
+    rows = page.locator("#conversion-table tbody td:first-child").all_inner_texts()
+    assert rows == ["Paid Search"]
+    options = page.locator("#conversion-model option").all_inner_texts()
+    assert len(options) == 6 and "Data-driven (Markov)" in options
+    # The revenue chart paints one bar in the Paid Search colour.
+    bars = page.locator("#revenue-over-time .bars rect")
+    assert bars.count() == 1 and (bars.first.bounding_box() or {}).get("height", 0) > 5
+
+    page.select_option("#conversion-model", "linear")
+    with page.expect_navigation():
+        page.click("#conversions button[type=submit]")
+    assert "cmodel=linear" in page.url and "start=2024-03-01" in page.url
+    cells = page.locator("#conversion-table tbody tr").all_inner_texts()
+    assert [c.split("\t")[:3] for c in cells] == [
+        ["Email", "0.5", "40.00 EUR"],
+        ["Paid Search", "0.5", "40.00 EUR"],
+    ]
+    assert page.locator("#revenue-over-time .bars rect").count() == 2
