@@ -29,7 +29,7 @@ PAGE = """<!doctype html>
 
 def create_app():
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = "change-me"  # signs the session cookie Flask-Login relies on
+    app.config["SECRET_KEY"] = "change-me"  # signs Flask-Login's session and the visitor cookie
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///app.db"  # instance/app.db
     db.init_app(app)
     login_manager = LoginManager(app)
