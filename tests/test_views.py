@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing as t
 
 import pytest
+from flask import session
 
 from .conftest import HostApp
 
@@ -26,8 +27,9 @@ def test_shared_documents_are_cacheable_and_the_same_for_everyone(
 
 def test_a_page_that_reads_the_session_still_varies_on_cookie(env: HostApp, client: t.Any) -> None:
     """Only the shared documents drop it: Flask keeps Vary: Cookie where the session matters."""
+    env.app.add_url_rule("/reads", "reads", lambda: session.get("greeting", "hello"))
     client.post("/login/ann@example.com")
-    assert "Cookie" in client.get("/").headers.get("Vary", "")
+    assert "Cookie" in client.get("/reads").headers.get("Vary", "")
 
 
 def test_snippet_parts_are_served_by_name_only(env: HostApp, client: t.Any) -> None:

@@ -128,12 +128,16 @@ class BoundedMemoryStorage(Storage, SlidingWindowCounterSupport):
 
     # -- fixed window --------------------------------------------------------------------------
 
-    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+    def incr(self, key: str, expiry: int, amount: int = 1, elastic_expiry: bool = False) -> int:
+        # limits 5 calls incr(key, expiry, amount=...), limits 4 also passes elastic_expiry=...
+        elastic = elastic_expiry
         now = time.time()
         with self._lock:
             counter = self._counters.get(key)
             if counter is None or counter[1] <= now:
                 counter = (0, now + expiry)
+            elif elastic:
+                counter = (counter[0], now + expiry)
             count = int(counter[0]) + amount
             self._store(key, (count, counter[1]))
             return count
