@@ -1,8 +1,9 @@
 // Builds the snippet with esbuild:
-//   collector/flask_utm_tracker/static/snippet.js   the minified IIFE the collector serves (committed)
-//   snippet/dist/index.js, index.d.ts               the ES module of the npm package (built at pack time)
-// `node snippet/build.mjs --size` prints the IIFE's raw / gzip / brotli sizes;
-// `node snippet/build.mjs --iife FILE` writes only the IIFE, to FILE (the freshness test uses it).
+//   collector/flask_utm_tracker/static/snippet.js        the minified IIFE the collector serves (committed)
+//   collector/flask_utm_tracker/static/snippet-<part>.js its optional parts, loaded by it when asked for
+//   snippet/dist/index.js, index.d.ts                    the ES module of the npm package (built at pack time)
+// `node snippet/build.mjs --size` prints each script's raw / gzip / brotli sizes;
+// `node snippet/build.mjs --scripts DIR` writes only the scripts, into DIR (the freshness test uses it).
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,27 +12,55 @@ import * as esbuild from "esbuild";
 import { minify } from "terser";
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const IIFE = join(here, "../collector/flask_utm_tracker/static/snippet.js");
+/** Where the collector serves the scripts from. */
+export const STATIC = join(here, "../collector/flask_utm_tracker/static");
+/**
+ * The built scripts: file in STATIC -> [entry point in src/, DEBUG]. snippet-debug.js is the
+ * whole tracker with its logging; the others are parts, loaded by it when needed.
+ */
+export const SCRIPTS = {
+  "snippet.js": ["snippet.js", false],
+  "snippet-debug.js": ["snippet.js", true],
+  "snippet-link.js": ["snippet-link.js", false],
+  "snippet-spa.js": ["snippet-spa.js", false],
+  "snippet-answer.js": ["snippet-answer.js", false],
+};
+export const IIFE = join(STATIC, "snippet.js");
 
-/** esbuild's JSON loader, minus the "_comment" keys of params.json (they would ship in the bundle). */
+/**
+ * esbuild's JSON loader for params.json, minus its "_comment" keys (they would ship in the
+ * bundle) and with each list as one comma-separated string (params.js splits it).
+ */
 const shareParams = {
   name: "share-params",
   setup(build) {
     build.onLoad({ filter: /params\.json$/ }, ({ path }) => {
       const data = JSON.parse(readFileSync(path, "utf8"));
-      for (const key of Object.keys(data)) if (key.startsWith("_")) delete data[key];
+      for (const key of Object.keys(data)) {
+        if (key.startsWith("_")) delete data[key];
+        else if (Array.isArray(data[key])) data[key] = data[key].join(",");
+      }
       return { contents: JSON.stringify(data), loader: "json" };
     });
   },
 };
 
-const common = { bundle: true, plugins: [shareParams], legalComments: "none", logLevel: "warning" };
+/** src/flags.js with DEBUG as given. */
+const flags = (debug) => ({
+  name: "flags",
+  setup(build) {
+    build.onLoad({ filter: /[\\/]flags\.js$/ }, () => ({ contents: `export const DEBUG = ${debug};`, loader: "js" }));
+  },
+});
 
-/** Build the IIFE to `outfile`: esbuild bundles and minifies, terser squeezes out ~50 B more gzip. */
-export async function buildIife(outfile = IIFE) {
+const common = { bundle: true, legalComments: "none", logLevel: "warning" };
+
+/** One script: esbuild bundles and minifies an IIFE, terser squeezes out a little more. */
+async function buildScript(entry, debug) {
   const { outputFiles } = await esbuild.build({
     ...common,
-    entryPoints: [join(here, "src/snippet.js")],
+    plugins: [shareParams, flags(debug)],
+    entryPoints: [join(here, "src", entry)],
     write: false,
     format: "iife",
     minify: true,
@@ -44,14 +73,22 @@ export async function buildIife(outfile = IIFE) {
     compress: { passes: 3, unsafe: true, unsafe_arrows: true, pure_getters: true },
     format: { comments: false },
   });
-  mkdirSync(dirname(outfile), { recursive: true });
-  writeFileSync(outfile, code + "\n");
+  return code + "\n";
+}
+
+/** Build every script of SCRIPTS into `dir`. */
+export async function buildScripts(dir = STATIC) {
+  mkdirSync(dir, { recursive: true });
+  await Promise.all(
+    Object.entries(SCRIPTS).map(async ([file, [entry, debug]]) => writeFileSync(join(dir, file), await buildScript(entry, debug))),
+  );
 }
 
 /** Build the npm package's ES module and type declarations into snippet/dist. */
 export async function buildModule() {
   await esbuild.build({
     ...common,
+    plugins: [shareParams],
     entryPoints: [join(here, "src/index.js")],
     outfile: join(here, "dist/index.js"),
     format: "esm",
@@ -73,11 +110,13 @@ export function sizes(file = IIFE) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
-  if (args[0] === "--iife") {
-    await buildIife(args[1]);
+  if (args[0] === "--scripts") {
+    await buildScripts(args[1]);
   } else {
-    if (args[0] !== "--size") await Promise.all([buildIife(), buildModule()]);
-    const { raw, gzip, brotli } = sizes();
-    console.log(`static/snippet.js: ${raw} B raw, ${gzip} B gzip, ${brotli} B brotli`);
+    if (args[0] !== "--size") await Promise.all([buildScripts(), buildModule()]);
+    for (const file of Object.keys(SCRIPTS)) {
+      const { raw, gzip, brotli } = sizes(join(STATIC, file));
+      console.log(`static/${file}: ${raw} B raw, ${gzip} B gzip, ${brotli} B brotli`);
+    }
   }
 }

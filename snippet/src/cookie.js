@@ -4,7 +4,7 @@
 // so the value stays within RFC 6265's cookie-octet and firewalls do not take it for SQL.
 // The size rule (`fit`) is shared with the collector and with the link token; its cases are the
 // fixture tests/fixtures/cookie-rule.json, which both test suites read.
-import { base64url, fromBase64url, utf8 } from "./ids.js";
+import { decodeText, encodeText } from "./ids.js";
 
 /** Encoded values are at most this long: browsers keep 4,096 bytes per cookie, attributes included. */
 export const MAX_LENGTH = 3800;
@@ -17,39 +17,32 @@ export const URL_LIMIT = 512;
  */
 
 /**
- * A pending touch as the cookie and the link token carry it: keys whose value is null, "" or {}
- * left out, `url` and `referrer` cut to {@link URL_LIMIT} code points (as Python slices a str).
- *
- * @param {Touch} touch
- * @returns {Touch}
- */
-export function compact(touch) {
-  /** @type {any} */
-  const out = {};
-  for (const key in touch) {
-    const value = /** @type {any} */ (touch)[key];
-    if (value != null && value !== "" && JSON.stringify(value) != "{}") {
-      out[key] = key == "url" || key == "referrer" ? Array.from(value).slice(0, URL_LIMIT).join("") : value;
-    }
-  }
-  return out;
-}
-
-/**
- * The size rule: base64url JSON of `wrap(touches)` at most `limit` characters long. The touches are
- * compacted; while the value is too long the touch at index 1 goes (the oldest after the first),
- * and should the first alone not fit, it goes too.
+ * The size rule: base64url JSON of `wrap(touches)` at most `limit` characters long. The touches
+ * are compacted as written (keys whose value is null, "" or {} left out, `url` and `referrer` cut
+ * to {@link URL_LIMIT} code points, as Python slices a str); while the value is too long the touch
+ * at index 1 goes (the oldest after the first), and should the first alone not fit, it goes too.
  *
  * @param {Touch[]} touches
  * @param {number} limit
  * @param {(touches: Touch[]) => unknown} wrap what to encode around the touches kept
  */
 export function fit(touches, limit, wrap) {
-  const list = touches.map(compact);
+  const list = [...touches];
   for (;;) {
-    const value = base64url(utf8(JSON.stringify(wrap(list))));
-    if (value.length <= limit || !list.length) return value;
-    list.splice(list.length > 1 ? 1 : 0, 1);
+    const value = encodeText(
+      JSON.stringify(wrap(list), function (key, value) {
+        // JSON text starting "" (an empty string), {} (an empty object), n(ull) or u(ndefined) goes.
+        return !list.includes(this)
+          ? value
+          : /^(""|{}|n|u)/.test(/** @type {string} */ (JSON.stringify(value)))
+            ? undefined
+            : key == "url" || key == "referrer"
+              ? [...value].slice(0, URL_LIMIT).join("")
+              : value;
+      }),
+    );
+    if (value.length <= limit || !list[0]) return value;
+    list.splice(/** @type {any} */ (list.length > 1), 1);
   }
 }
 
@@ -60,8 +53,8 @@ export function fit(touches, limit, wrap) {
  * @returns {CookieState | undefined}
  */
 export function decode(value) {
-  const state = JSON.parse(fromBase64url(value));
-  if (state.v) return { ...state, t: state.t || [] };
+  const state = JSON.parse(decodeText(value));
+  if (state.v) return (state.t ||= []), state;
 }
 
 /**
@@ -70,8 +63,7 @@ export function decode(value) {
  * @param {CookieState} state
  * @param {number} [limit]
  */
-export const encode = (state, limit = MAX_LENGTH) =>
-  fit(state.t, limit, (t) => ({ ...state, t: t.length ? t : undefined }));
+export const encode = (state, limit = MAX_LENGTH) => fit(state.t, limit, (t) => ({ ...state, t: t[0] ? t : undefined }));
 
 /**
  * The decoded cookie `name` from `document.cookie` (RFC 6265 section 5.4: "name=value; name2=..."),

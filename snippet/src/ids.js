@@ -1,38 +1,36 @@
-// Visitor and touch ids, and the base64url codec they share with the cookie and the link token.
+// Visitor and touch ids, and the base64url codec (RFC 4648 section 5, no padding) they share
+// with the cookie and the link token.
 
 /**
- * Base64url (RFC 4648 section 5) without padding of `bytes`.
+ * Base64url without padding of `bytes`.
  *
  * @param {Uint8Array} bytes
  */
-export const base64url = (bytes) =>
-  btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+export const base64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, (c) => (c == "+" ? "-" : c == "/" ? "_" : ""));
+
+/**
+ * Base64url of the UTF-8 bytes of `text` (Encoding standard).
+ *
+ * @param {string} text
+ */
+export const encodeText = (text) => base64url(new TextEncoder().encode(text));
 
 /**
  * The text whose UTF-8 bytes `value` holds in base64url (padded or not). Throws on garbage.
  *
  * @param {string} value
  */
-export const fromBase64url = (value) =>
-  new TextDecoder().decode(Uint8Array.from(atob(value.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0)));
-
-/**
- * The UTF-8 bytes of `text` (Encoding standard).
- *
- * @param {string} text
- */
-export const utf8 = (text) => new TextEncoder().encode(text);
+export const decodeText = (value) =>
+  new TextDecoder().decode(Uint8Array.from(atob(value.replace(/[-_]/g, (c) => (c == "-" ? "+" : "/"))), (c) => c.charCodeAt(0)));
 
 /**
  * A new id: 22 base64url characters from 16 random bytes (128 bits), as the collector's
- * ^[A-Za-z0-9_-]{1,64}$ wants. Falls back to Math.random where crypto.getRandomValues is missing.
+ * ^[A-Za-z0-9_-]{1,64}$ wants. Math.random's bytes stay where crypto.getRandomValues is missing.
  */
 export function newId() {
-  let bytes = new Uint8Array(16);
+  const bytes = new Uint8Array(16).map(() => Math.random() * 256);
   try {
     crypto.getRandomValues(bytes);
-  } catch {
-    bytes = bytes.map(() => Math.random() * 256);
-  }
+  } catch {}
   return base64url(bytes);
 }

@@ -1,9 +1,10 @@
 // Which query parameters make a touch, and how their names and values are normalised.
 // The list is collector/flask_utm_tracker/data/params.json, shared with the Python collector
-// (params.py) so both halves track the same names; esbuild inlines it with its JSON loader.
+// (params.py) so both halves track the same names; esbuild inlines it (build.mjs turns each list
+// into one comma-separated string, which joins the same as the array node reads).
 import list from "../../collector/flask_utm_tracker/data/params.json" with { type: "json" };
 
-const TRACKED = list.utm.concat(list.click_ids);
+const TRACKED = (list.utm + "," + list.click_ids).split(",");
 
 /**
  * The tracked parameters of `url`'s query string.
@@ -17,12 +18,13 @@ const TRACKED = list.utm.concat(list.click_ids);
  * @returns {Record<string, string>}
  */
 export function parseParams(url, tags = []) {
+  const names = TRACKED.concat(tags);
   /** @type {Record<string, string>} */
   const params = {};
   for (const [name, raw] of new URL(url).searchParams) {
     const key = name.trim().toLowerCase();
     const value = raw.trim().slice(0, list.max_value_length);
-    if (value && !params[key] && (TRACKED.includes(key) || tags.includes(key))) {
+    if (value && !params[key] && names.includes(key)) {
       params[key] = key.startsWith("utm_") ? value.toLowerCase() : value;
     }
   }

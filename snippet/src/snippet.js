@@ -1,16 +1,37 @@
-// The script-tag entry point (built as an IIFE into the collector's static/snippet.js):
+// The script-tag entry point (built as an IIFE into the collector's static/snippet.js, and with
+// the debug logging into static/snippet-debug.js):
 //   <script src="/utm/snippet.js" async data-custom-tags="ref,partner"></script>
 // Options come from the tag's data-* attributes; the beacon endpoint defaults to "beacon" beside
-// the script's own URL (/utm/snippet.js -> /utm/beacon).
-import { createTracker } from "./tracker.js";
+// the script's own URL (/utm/snippet.js -> /utm/beacon), and the optional parts are loaded from
+// beside it too. With data-debug or ?utm_debug=1, snippet.js hands the tag over to
+// snippet-debug.js, which does the same and logs each decision.
+import { createTracker } from "./core.js";
+import { DEBUG } from "./flags.js";
 
 try {
+  /** @type {any} */
+  let script = document.currentScript;
+  // The debug build runs for the tag that loaded it (or for its own tag).
+  if (DEBUG) script = script?._utm || script;
+  /** @param {string} file */
+  const beside = (file) => (script ? new URL(file, script.src || location.href).href : "/utm/" + file);
+  /**
+   * Add the classic script snippet-<name>.js from beside this one; it finds `hand` as
+   * `document.currentScript._utm`.
+   *
+   * @param {string} name
+   * @param {unknown} hand
+   */
+  const add = (name, hand) =>
+    document.head.append(Object.assign(document.createElement("script"), { src: beside(`snippet-${name}.js`), _utm: hand }));
   if (!window.utmTracker) {
-    const script = /** @type {HTMLScriptElement | null} */ (document.currentScript);
-    const tracker = script
-      ? createTracker(script.dataset, new URL("beacon", script.src || location.href).href)
-      : createTracker();
-    /** @type {any} */ (window).utmTracker = tracker;
-    tracker.capture();
+    if (!DEBUG && (script?.dataset.debug != null || location.search.includes("utm_debug=1"))) {
+      add("debug", script);
+    } else {
+      // A part hands itself to `ready`.
+      const tracker = createTracker(script?.dataset || {}, beside("beacon"), add);
+      /** @type {any} */ (window).utmTracker = tracker;
+      tracker.capture();
+    }
   }
 } catch {}

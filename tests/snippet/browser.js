@@ -1,6 +1,7 @@
-// A fake browser on globalThis for the snippet's unit tests: location, document (referrer and a
-// cookie jar), localStorage, navigator (GPC, sendBeacon), fetch, performance, history, events.
-// Each test installs a fresh one; `Browser.reset()` removes it.
+// A fake browser on globalThis for the snippet's unit tests: location, document (referrer, a
+// cookie jar, scripts added to the head), localStorage, navigator (GPC, sendBeacon), fetch,
+// performance, history, events. Each test installs a fresh one; `Browser.reset()` removes it.
+import { readFileSync } from "node:fs";
 
 const NAMES = ["console", "location", "document", "localStorage", "navigator", "fetch", "performance", "history", "addEventListener", "window"];
 const saved = new Map(NAMES.map((name) => [name, Object.getOwnPropertyDescriptor(globalThis, name)]));
@@ -33,6 +34,8 @@ export class Browser {
     /** @type {Record<string, Function[]>} */
     this.listeners = {};
     this.pushed = [];
+    /** @type {string[]} the src of every script element the page added */
+    this.scripts = [];
   }
 
   /** Put this browser on globalThis (call again after changing `url` or `referrer` for a new page load). */
@@ -46,6 +49,23 @@ export class Browser {
     });
     define("document", {
       createElement: (tagName) => ({ tagName }),
+      // A script element added to the head runs, after the current task, from
+      // collector/flask_utm_tracker/static/ (its file name), as document.currentScript.
+      head: {
+        append(element) {
+          browser.scripts.push(element.src);
+          setTimeout(() => {
+            const file = new URL(`../../collector/flask_utm_tracker/static/${element.src.split("/").pop()}`, import.meta.url);
+            const current = globalThis.document.currentScript;
+            globalThis.document.currentScript = element;
+            try {
+              new Function(readFileSync(file, "utf8"))();
+            } finally {
+              globalThis.document.currentScript = current;
+            }
+          });
+        },
+      },
       get referrer() {
         return browser.referrer;
       },

@@ -1,17 +1,21 @@
-// The built IIFE: within the size budget, fresh (rebuilt from snippet/src it is byte for byte
-// the committed static/snippet.js), and working as a script tag; the ES module's exports match
-// its type declarations.
+// The built scripts: within their size budgets, fresh (rebuilt from snippet/src each is byte
+// for byte the committed static/ file), and working as a script tag with the parts it loads; the
+// ES module's exports match its type declarations.
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { buildIife, IIFE, sizes } from "../../snippet/build.mjs";
+import { buildScripts, IIFE, SCRIPTS, sizes, STATIC } from "../../snippet/build.mjs";
 import * as api from "../../snippet/src/index.js";
 import { Browser, settle } from "./browser.js";
 
 /** The budget of DESIGN.md "Size"; the aim is 1,280. */
 const GZIP_BUDGET = 2048;
+/** Each optional part the snippet loads only when a page needs it. */
+const PART_BUDGET = 1024;
+/** The debug build is the whole tracker with its logging, loaded only with data-debug. */
+const DEBUG_BUDGET = GZIP_BUDGET + 512;
 
 const temp = mkdtempSync(join(tmpdir(), "snippet-"));
 after(() => rmSync(temp, { recursive: true, force: true }));
@@ -22,13 +26,23 @@ test(`the gzipped IIFE is at most ${GZIP_BUDGET} bytes`, (t) => {
   assert.ok(gzip <= GZIP_BUDGET, `${gzip} B gzip is over the ${GZIP_BUDGET} B budget`);
 });
 
-test("the committed static/snippet.js is fresh: `npm run build` would not change it", async () => {
-  const fresh = join(temp, "snippet.js");
-  await buildIife(fresh);
-  assert.ok(
-    readFileSync(fresh, "utf8") === readFileSync(IIFE, "utf8"),
-    "collector/flask_utm_tracker/static/snippet.js is stale: run `npm run build` and commit it.",
-  );
+for (const file of Object.keys(SCRIPTS).filter((file) => file != "snippet.js")) {
+  const budget = file == "snippet-debug.js" ? DEBUG_BUDGET : PART_BUDGET;
+  test(`static/${file} is at most ${budget} bytes gzipped`, (t) => {
+    const { raw, gzip, brotli } = sizes(join(STATIC, file));
+    t.diagnostic(`static/${file}: ${raw} B raw, ${gzip} B gzip, ${brotli} B brotli`);
+    assert.ok(gzip <= budget, `${gzip} B gzip is over the ${budget} B budget`);
+  });
+}
+
+test("every committed static/snippet*.js is fresh: `npm run build` would not change it", async () => {
+  await buildScripts(temp);
+  for (const file of Object.keys(SCRIPTS)) {
+    assert.ok(
+      readFileSync(join(temp, file), "utf8") === readFileSync(join(STATIC, file), "utf8"),
+      `collector/flask_utm_tracker/static/${file} is stale: run \`npm run build\` and commit it.`,
+    );
+  }
 });
 
 test("the IIFE runs from a script tag: window.utmTracker, data-* options, endpoint beside the script", async () => {
@@ -66,6 +80,114 @@ test("the IIFE without document.currentScript falls back to /utm/beacon and does
   } finally {
     delete globalThis.utmTracker;
     Browser.reset();
+  }
+});
+
+/** Run the built snippet as a script tag at `src` with the data-* attributes `dataset`. */
+function runTag(dataset, src = "https://app.example.com/utm/snippet.js") {
+  globalThis.document.currentScript = { src, dataset };
+  new Function(readFileSync(IIFE, "utf8"))();
+  globalThis.document.currentScript = null;
+}
+
+test("the IIFE loads a part only when the page needs it, from beside itself", async () => {
+  const browser = new Browser({ url: "https://www.example.com/?utm_source=a", referrer: "https://mail.yahoo.com/" });
+  browser.install();
+  try {
+    runTag({});
+    await settle();
+    assert.deepEqual(browser.scripts, [], "a plain tag loads nothing more");
+    assert.equal(browser.requests.length, 1);
+  } finally {
+    delete globalThis.utmTracker;
+    Browser.reset();
+  }
+});
+
+test("the IIFE with data-link-domains loads snippet-link.js, which decorates a followed link", async () => {
+  const browser = new Browser({ url: "https://www.brand.com/?utm_source=a", referrer: "https://mail.yahoo.com/" });
+  browser.install();
+  try {
+    runTag({ linkDomains: "brand.com,brandapp.io" });
+    await settle();
+    assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-link.js"]);
+    const link = { href: "https://brandapp.io/signup" };
+    link.closest = () => link;
+    browser.dispatch("mousedown", { target: link });
+    const token = new URL(link.href).searchParams.get("_utm");
+    const decoded = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+    assert.equal(decoded.t[0].id, globalThis.utmTracker.touches().first.id);
+  } finally {
+    delete globalThis.utmTracker;
+    Browser.reset();
+  }
+});
+
+test("the IIFE with data-spa=\"auto\" loads snippet-spa.js, which captures route changes", async () => {
+  const browser = new Browser({ url: "https://www.example.com/" });
+  browser.install();
+  try {
+    runTag({ spa: "auto" });
+    // Changed while the part was loading: caught by the capture it makes on arrival.
+    history.pushState({}, "", "/a?utm_source=early");
+    await settle();
+    assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-spa.js"]);
+    history.pushState({}, "", "/b?utm_source=later");
+    await globalThis.utmTracker.flush();
+    await settle();
+    assert.deepEqual(browser.requests.map((r) => r.body.touches[0].params.utm_source), ["early", "later"]);
+  } finally {
+    delete globalThis.utmTracker;
+    Browser.reset();
+  }
+});
+
+test("the IIFE loads snippet-answer.js for an answer other than 2xx: 4xx dropped, misconfigured kept and warned once", async (t) => {
+  const warnings = [];
+  t.mock.method(console, "warn", (...args) => warnings.push(args.join(" ")));
+  for (const [status, kept] of [[422, false], [503, true], [403, true]]) {
+    const browser = new Browser({ url: "https://www.example.com/?gclid=G", collector: () => status });
+    browser.install();
+    try {
+      runTag({});
+      await settle();
+      await settle();
+      assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-answer.js"], `answer ${status}`);
+      assert.equal(browser.stored().queue.length, kept ? 1 : 0, `answer ${status}`);
+    } finally {
+      delete globalThis.utmTracker;
+      Browser.reset();
+    }
+  }
+  await settle();
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /flask-utm-tracker: https:\/\/app\.example\.com\/utm\/beacon answered 403, touches kept: check data-endpoint/);
+});
+
+test("the IIFE with data-debug or ?utm_debug=1 hands over to snippet-debug.js, which logs each decision", async (t) => {
+  for (const [url, dataset] of [
+    ["https://www.example.com/?utm_source=a", { debug: "" }],
+    ["https://www.example.com/?utm_source=a&utm_debug=1", {}],
+  ]) {
+    const lines = [];
+    t.mock.method(console, "log", (...args) => lines.push(args.map((a) => (typeof a == "object" ? "{touch}" : a)).join(" ")));
+    const browser = new Browser({ url });
+    browser.install();
+    try {
+      runTag({ ...dataset, customTags: "ref" });
+      assert.equal(globalThis.utmTracker, undefined, "the debug build makes the tracker");
+      await settle();
+      await settle();
+      assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-debug.js"]);
+      assert.deepEqual(Object.keys(globalThis.utmTracker).sort(), ["capture", "consent", "flush", "touches"]);
+      assert.equal(browser.requests[0].url, "https://app.example.com/utm/beacon", "beside the tag that asked");
+      const text = lines.join("\n").replace(/\S{22}/g, "ID");
+      assert.ok(text.includes("utm: captured {touch}") && text.includes("utm: acknowledged ID 204"), text);
+    } finally {
+      delete globalThis.utmTracker;
+      Browser.reset();
+      t.mock.restoreAll();
+    }
   }
 });
 

@@ -338,8 +338,9 @@ test("data-debug and ?utm_debug=1 log each decision", async () => {
   record(browser);
   await load(browser, LANDING, WEBMAIL, { debug: "" });
   await load(browser, LANDING, WEBMAIL, { debug: "" });
+  // A reload is said when it is what stopped a touch (new parameters on a reloaded page).
   browser.navigation = "reload";
-  await load(browser, "https://www.example.com/", "", { debug: "" });
+  await load(browser, "https://www.example.com/?utm_source=reloaded", "", { debug: "" });
   browser.navigation = "navigate";
   await load(browser, "https://www.example.com/?utm_debug=1");
   await load(browser, "https://www.example.com/?utm_debug=1", "https://www.example.com/a");

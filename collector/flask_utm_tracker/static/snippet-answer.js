@@ -1,0 +1,1 @@
+(()=>{try{document.currentScript._utm((t,e,r,n,c)=>{let a=t.status,s=[403,404,405,415].includes(a),u=s||a>499||408==a||429==a;return c(u?11:10),u||r(),s&&!n?(t.json().then(t=>t.error,()=>"check data-endpoint").then(t=>console.warn(`flask-utm-tracker: ${e} answered ${a}, touches kept: ${t}`)),1):n})}catch{}})();

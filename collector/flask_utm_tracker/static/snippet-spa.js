@@ -1,0 +1,1 @@
+(()=>{try{document.currentScript._utm(t=>(function(t){for(let e of["pushState","replaceState"]){let r=history[e];history[e]=function(){r.apply(this,arguments),t()}}addEventListener("popstate",t)}(t),t()))}catch{}})();

@@ -1,0 +1,247 @@
+// The tracker: one factory returning the API. Every entry point sits in try/catch and every
+// promise settles: a script on someone else's page must never throw into it (blocked storage or
+// cookies, no fetch, the collector down or blocked). What only some pages need comes as parts
+// that `use` provides (tracker.js bundles them; the script tag loads each only when needed):
+// the linker, the SPA history hooks, and what an answer other than 2xx means. The decisions data-debug
+// logs are compiled only into the debug build and the ES module (flags.js).
+import { readCookie, writeCookie } from "./cookie.js";
+import { print } from "./debug.js";
+import { DEBUG } from "./flags.js";
+import { newId } from "./ids.js";
+import { domainOf, list } from "./link.js";
+import { parseParams } from "./params.js";
+import { isNewTouch, newer } from "./rule.js";
+
+/**
+ * @typedef {import("./cookie.js").Touch} Touch
+ * @typedef {import("./cookie.js").CookieState} CookieState
+ * @typedef {{v?: string, first?: Touch, latest?: Touch, queue: Touch[]}} Stored
+ * @typedef {{
+ *   endpoint?: string, cookieName?: string, cookieDomain?: string, maxAge?: number | string,
+ *   customTags?: string | string[], spa?: "auto" | boolean, consent?: "required", gpc?: "ignore",
+ *   siteHosts?: string | string[], linkDomains?: string | string[], debug?: unknown
+ * }} Options
+ * @typedef {(name: "link" | "spa" | "answer", ready: (part: any) => void) => void} Use
+ */
+
+/**
+ * Create a tracker. The options are the script tag's data-* attributes, camel-cased.
+ *
+ * @param {Options} options
+ * @param {string} endpoint the beacon URL when `options.endpoint` is not given
+ * @param {Use} use calls `ready` with the part `name` once it is there
+ */
+export function createTracker(options, endpoint, use) {
+  const name = options.cookieName || "utm_tracker";
+  const remembered = name + "_consent";
+  const tags = list(options.customTags);
+  const links = list(options.linkDomains);
+  // Referrers from these hosts (and their sub-domains) are this site, as is the page's own host.
+  const site = list([options.linkDomains, options.siteHosts, options.cookieDomain]);
+  /** @type {Touch[]} touches waiting in memory for consent */
+  let held = [];
+  /** @type {Stored} the state, should localStorage not keep it */
+  let memory = { queue: [] };
+  let firstCapture = 1;
+  let warned = 0;
+  /** @type {Promise<unknown>} */
+  let sending = Promise.resolve();
+  /**
+   * A decision: an index of debug.js's WORDS and its details, printed with data-debug or
+   * ?utm_debug=1 (the calls are `DEBUG && log(...)`, left out of the main build).
+   * @type {(code: number, ...args: unknown[]) => unknown}
+   */
+  let log = () => {};
+  // Global Privacy Control wins, unless the tag says data-gpc="ignore" (the collector's Jinja
+  // helper does when UTM_TRACKER_RESPECT_GPC is off).
+  let gpc = false;
+  /** 1: granted, 0: waiting for consent(), -1: denied or GPC (nothing stored or sent). */
+  let consent = options.consent == "required" ? 0 : 1;
+  endpoint = options.endpoint || endpoint;
+
+  /** @returns {Stored} */
+  const load = () => {
+    try {
+      const stored = JSON.parse(/** @type {string} */ (localStorage.getItem(name)));
+      if (stored.queue) return stored;
+    } catch {}
+    return memory;
+  };
+
+  /** @param {Stored} stored */
+  const save = (stored) => {
+    memory = stored;
+    try {
+      localStorage.setItem(name, JSON.stringify(stored));
+    } catch {}
+  };
+
+  /** @param {CookieState} [state] none: expire the cookie */
+  const setCookie = (state) => {
+    try {
+      writeCookie(name, state, options.maxAge || 31536000, options.cookieDomain);
+    } catch {}
+  };
+
+  /** @returns {CookieState} what the cookie holds, `t` at least */
+  const jar = () => readCookie(name) || { t: [] };
+
+  /**
+   * Keep new touches (localStorage, cookie) after adopting the cookie's visitor id and latest touch.
+   *
+   * @param {Touch[]} touches
+   * @param {Stored} stored what localStorage holds
+   * @param {CookieState} state what the cookie holds
+   */
+  const commit = (touches, stored = load(), state = jar()) => {
+    const visitor = (stored.v = state.v || stored.v || newId());
+    stored.latest = newer(stored.latest, /** @type {Touch} */ (state.l));
+    for (const touch of touches) {
+      stored.queue.push(touch);
+      state.t.push((stored.latest = touch));
+      state.l = { id: touch.id, ts: touch.ts, params: /** @type {any} */ (touch.params) };
+    }
+    stored.first ||= stored.latest;
+    save(stored);
+    if (touches[0] || state.v != visitor) {
+      state.v = visitor;
+      setCookie(state);
+    }
+  };
+
+  /** Read the current URL again; returns the new touch, or null when this view makes none. */
+  const capture = () => {
+    try {
+      const first = firstCapture;
+      firstCapture = 0;
+      if (consent < 0) return DEBUG && log(gpc ? 2 : 3), null;
+      const stored = load();
+      const state = jar();
+      const latest = held[held.length - 1] || newer(stored.latest, /** @type {Touch} */ (state.l));
+      const params = parseParams(location.href, tags);
+      // The referrer and the navigation type belong to the page load, not to SPA route changes.
+      const referrer = first && document.referrer;
+      const url = referrer && new URL(referrer);
+      const outside = url && url.host != location.host && !domainOf(url.hostname, site) ? referrer : undefined;
+      const now = Date.now();
+      const fresh = isNewTouch(latest, params, !!outside, now);
+      // Asked only when it matters: making the navigation entry costs CPU.
+      const reload = fresh && first && performance.getEntriesByType("navigation")[0]?.type == "reload";
+      /** @type {Touch | null} */
+      const touch = fresh && !reload ? { id: newId(), ts: now, url: location.href, referrer: outside, params } : null;
+      // 0 captured, 1 held for consent; ignored because 4 reload, 5 same as latest, 6 same site, 7 direct.
+      DEBUG && log(touch ? (consent ? 0 : 1) : reload ? 4 : outside || Object.keys(params)[0] ? 5 : referrer ? 6 : 7, touch);
+      if (consent) {
+        commit(touch ? [touch] : [], stored, state);
+        // From a task of its own, not the load's microtask checkpoint: the page goes first.
+        if (touch || first) setTimeout(flush);
+      } else if (touch) {
+        held.push(touch);
+      }
+      return touch;
+    } catch {
+      return null;
+    }
+  };
+
+  /**
+   * Send every queued touch: with fetch, whose answer settles it or keeps it queued; with
+   * sendBeacon on pagehide (its answer is never seen: the touches stay queued). Where fetch is
+   * missing it throws, the touches stay queued and pagehide sends them.
+   *
+   * One body per touch, {"v", "touches": [touch]}, keeps every request within the collector's
+   * limits (50 touches, 16 KiB) and makes each answer speak for exactly one touch. A string body
+   * goes as text/plain;charset=UTF-8, CORS-safelisted (Fetch standard): no CORS preflight.
+   *
+   * @param {unknown} [pagehide]
+   */
+  const send = (pagehide) => {
+    const stored = load();
+    return (
+      consent > 0 &&
+      Promise.all(
+        stored.queue.map((touch) => {
+          const id = touch.id;
+          const body = JSON.stringify({ v: stored.v, touches: [touch] });
+          return pagehide
+            ? navigator.sendBeacon(endpoint, body)
+            : (DEBUG && log(8, id),
+              fetch(endpoint, { method: "POST", body, keepalive: true, credentials: "include" }).then(
+                (response) => {
+                  const drop = () => {
+                    const now = load();
+                    now.queue = now.queue.filter((queued) => queued.id != id);
+                    save(now);
+                  };
+                  // Any other answer is rare: the part "answer" says what it means.
+                  if (response.status < 300) {
+                    DEBUG && log(9, id, response.status);
+                    drop();
+                  } else {
+                    use("answer", (answer) => (warned = answer(response, endpoint, drop, warned, (/** @type {number} */ code) => DEBUG && log(code, id, response.status))));
+                  }
+                },
+                // A network or CORS error: kept (flush's catch settles the rejection).
+                DEBUG && ((/** @type {unknown} */ error) => log(11, id, error)),
+              ));
+        }),
+      )
+    );
+  };
+
+  /** Send what is not yet acknowledged; resolves once the collector has answered (never rejects). */
+  const flush = () => (sending = sending.then(() => send()).catch(() => {}));
+
+  try {
+    if (DEBUG && (options.debug != null || location.search.includes("utm_debug=1"))) log = print;
+    addEventListener("pagehide", () => {
+      try {
+        send(1);
+      } catch {}
+    });
+    if (links[0]) {
+      use("link", (linker) =>
+        // The touches a link carries: the first, then the cookie's pending ones (consent given).
+        linker(links, () => consent > 0 && [load().first, ...jar().t], log),
+      );
+    }
+    if (/^(auto|true)$/.test(/** @type {any} */ (options.spa))) use("spa", (spa) => spa(capture));
+    // Last: reading localStorage may throw (then consent stays as the tag says).
+    gpc = options.gpc != "ignore" && navigator.globalPrivacyControl === true;
+    // A consent(true|false) of an earlier page holds until revoked.
+    consent = gpc ? -1 : +(/** @type {string} */ (localStorage.getItem(remembered))) || consent;
+  } catch {}
+
+  return {
+    capture,
+    /** What this browser holds: the first and the latest touch (or null). */
+    touches() {
+      const stored = load();
+      return { first: stored.first || null, latest: stored.latest || null };
+    },
+    flush,
+    /**
+     * Grant consent (store and send the touches held so far) or deny it (drop them and what this
+     * browser stored, capture no more). Remembered in localStorage until the next call; GPC wins.
+     *
+     * @param {boolean} granted
+     */
+    consent(granted) {
+      try {
+        if (!gpc) {
+          consent = granted ? 1 : -1;
+          if (granted) {
+            commit(held);
+          } else {
+            memory = { queue: [] };
+            setCookie();
+            localStorage.removeItem(name);
+          }
+          localStorage.setItem(remembered, String(consent));
+        }
+      } catch {}
+      held = [];
+      return flush();
+    },
+  };
+}
