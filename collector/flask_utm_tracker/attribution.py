@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import logging
 import typing as t
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -169,6 +169,23 @@ def collapse(keys: t.Iterable[str]) -> list[str]:
 # -- the Markov chain ---------------------------------------------------------------------------
 
 
+#: The chain's own states, beside the values (which are never empty strings).
+START, CONVERSION, NULL = "", "\x00conversion", "\x00null"
+
+
+def add_transitions(
+    transitions: dict[tuple[str, str], float], path: t.Sequence[str], n: float, converted: bool
+) -> None:
+    """Count the transitions of a collapsed, non-empty ``path`` that occurred ``n`` times."""
+    previous = START
+    for key in path:
+        pair = (previous, key)
+        transitions[pair] = transitions.get(pair, 0.0) + n
+        previous = key
+    pair = (previous, CONVERSION if converted else NULL)
+    transitions[pair] = transitions.get(pair, 0.0) + n
+
+
 def removal_effects(
     converting: t.Mapping[tuple[str, ...], float], null: t.Mapping[tuple[str, ...], float]
 ) -> dict[str, float]:
@@ -179,23 +196,31 @@ def removal_effects(
     :param null: collapsed non-empty null paths and how many times each occurred.
     :return: value -> ``RE``; empty when nothing converts.
     """
+    transitions: dict[tuple[str, str], float] = {}
+    for paths, converted in ((converting, True), (null, False)):
+        for path, n in paths.items():
+            if path and n > 0:
+                add_transitions(transitions, path, n, converted)
+    return removal_effects_of(transitions)
+
+
+def removal_effects_of(transitions: t.Mapping[tuple[str, str], float]) -> dict[str, float]:
+    """:func:`removal_effects` from the transition counts (:func:`add_transitions`)."""
     import numpy as np
 
-    states = sorted({key for paths in (converting, null) for path in paths for key in path})
-    if not states or not any(n > 0 for n in converting.values()):
+    states = sorted({key for pair in transitions for key in pair} - {START, CONVERSION, NULL})
+    if not states or not any(
+        n > 0 for (_, target), n in transitions.items() if target == CONVERSION
+    ):
         return {}
     index = {key: i + 1 for i, key in enumerate(states)}  # 0 is start
     size = len(states) + 1
-    counts = np.zeros((size, size + 2))  # columns size, size + 1: conversion, null
-    for paths, end in ((converting, size), (null, size + 1)):
-        for path, n in paths.items():
-            if not path or n <= 0:
-                continue
-            previous = 0
-            for key in path:
-                counts[previous, index[key]] += n
-                previous = index[key]
-            counts[previous, end] += n
+    index[START] = 0
+    index[CONVERSION] = size
+    index[NULL] = size + 1
+    counts = np.zeros((size, size + 2))
+    for (source, target), n in transitions.items():
+        counts[index[source], index[target]] += n
     out_of = counts.sum(axis=1, keepdims=True)
     probabilities = np.divide(counts, out_of, out=np.zeros_like(counts), where=out_of > 0)
     q = probabilities[:, :size]
@@ -207,7 +232,7 @@ def removal_effects(
     diagonal = np.diag(fundamental)
     return {
         key: max(float(fundamental[0, i] * absorbed[i] / (diagonal[i] * converts)), 0.0)
-        for key, i in index.items()
+        for key, i in ((k, index[k]) for k in states)
     }
 
 
@@ -359,26 +384,27 @@ def _data_driven(
     if name is not None:
         where.append(path.c.name == name)
     column = path.c[by]
-    converting: Counter[tuple[str, ...]] = Counter()
-    # Per path and currency: conversions, revenue.
-    money: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    empty = conversions.encode_path([])
+    transitions: dict[tuple[str, str], float] = {}
+    converting = 0.0
+    query = sa.select(column, sa.func.count()).where(*where, column != empty).group_by(column)
+    for text, n in conn.execute(query):
+        add_transitions(transitions, conversions.decode_path(text), n, True)
+        converting += n
+    # Conversions and revenue per currency, with an empty path ((direct)) or not.
+    is_direct = (column == empty).label("direct")
     direct = 0.0
-    direct_money: dict[str, float] = defaultdict(float)
+    money: dict[bool, dict[str, float]] = {True: defaultdict(float), False: defaultdict(float)}
     query = (
-        sa.select(column, path.c.currency, sa.func.count(), sa.func.sum(path.c.value))
+        sa.select(is_direct, path.c.currency, sa.func.count(), sa.func.sum(path.c.value))
         .where(*where)
-        .group_by(column, path.c.currency)
+        .group_by(is_direct, path.c.currency)
     )
-    for text, currency, n, value in conn.execute(query):
-        keys = conversions.decode_path(text)
-        if not keys:
+    for flag, currency, n, value in conn.execute(query):
+        if flag:
             direct += n
-            if value is not None:
-                direct_money[currency] += float(value)
-            continue
-        converting[keys] += n
         if value is not None:
-            money[keys][currency] += float(value)
+            money[bool(flag)][currency] += float(value)
 
     users = tables.user_path
     conversion = tracker.Conversion.__table__
@@ -388,34 +414,27 @@ def _data_driven(
         converted.append(conversion.c.name == name)
     query = (
         sa.select(users.c[by], sa.func.count())
-        .where(~sa.exists().where(*converted))
+        .where(~sa.exists().where(*converted), users.c[by] != empty)
         .group_by(users.c[by])
     )
-    null: Counter[tuple[str, ...]] = Counter()
+    null_paths = 0
     for text, n in conn.execute(query):
-        keys = conversions.decode_path(text)
-        if keys:
-            null[keys] += n
-    null_paths = sum(null.values())
+        add_transitions(transitions, conversions.decode_path(text), n, False)
+        null_paths += n
     if null_paths < MIN_NULL_PATHS or not converting:
         return null_paths, None, {}
-    effects = removal_effects(converting, null)
+    effects = removal_effects_of(transitions)
     total_effect = sum(effects.values())
     credited: dict[str, float] = defaultdict(float)
     revenue: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    conversions_total = float(sum(converting.values()))
-    money_total: dict[str, float] = defaultdict(float)
-    for by_currency in money.values():
-        for currency, value in by_currency.items():
-            money_total[currency] += value
     for key, effect in effects.items():
         share = effect / total_effect if total_effect > 0 else 0.0
-        credited[key] += conversions_total * share
-        for currency, value in money_total.items():
+        credited[key] += converting * share
+        for currency, value in money[False].items():
             revenue[key][currency] += value * share
     if direct:
         credited[DIRECT] += direct
-        for currency, value in direct_money.items():
+        for currency, value in money[True].items():
             revenue[DIRECT][currency] += value
     return null_paths, credited, revenue
 
