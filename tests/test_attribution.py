@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 from fractions import Fraction
 
 import pytest
-from flask_utm_tracker import attribution
+from flask_utm_tracker import attribution, conversion_reports
 from flask_utm_tracker.attribution import Touch, collapse, credits, removal_effects
 from flask_utm_tracker.channels import channel_for
 from hypothesis import given, settings
@@ -340,7 +340,9 @@ def test_data_driven_worked_example(db_url: str) -> None:
         env.tracker.record_conversion(two, "purchase", value=20, currency="EUR", occurred_at=T0)
         # The null users' paths were written around the extension (ORM inserts): rebuild.
         assert env.app.test_cli_runner().invoke(args=["utm", "rebuild"]).exit_code == 0
-        result = attribution.report(env.tracker, name="purchase", model="data_driven", by="source")
+        result = conversion_reports.report(
+            env.tracker, name="purchase", model="data_driven", by="source"
+        )
         assert result.used == "data_driven" and result.null_paths == 100
         rows = by_key(result.rows)
         assert rows["a"]["conversions"] == pytest.approx(float(2 * share_a))
@@ -356,7 +358,9 @@ def test_data_driven_worked_example(db_url: str) -> None:
 
 
 def test_data_driven_falls_back_to_linear(example: HostApp) -> None:
-    result = attribution.report(example.tracker, name="purchase", model="data_driven", by="source")
+    result = conversion_reports.report(
+        example.tracker, name="purchase", model="data_driven", by="source"
+    )
     assert result.used == "linear" and result.null_paths is not None
     assert result.null_paths < attribution.MIN_NULL_PATHS
     assert "linear" in result.notes[0]

@@ -27,13 +27,13 @@ def test_served_document(client: t.Any) -> None:
     body = client.get("/utm/openapi.json").get_json()
     assert body == json.loads(COMMITTED.read_text("utf-8"))
     assert body["openapi"] == "3.1.0"
-    assert set(body["paths"]) == {"/utm/beacon", "/utm/report.json"}
+    assert set(body["paths"]) == {"/utm/beacon", "/utm/report.json", "/utm/conversions.json"}
 
 
 def test_paths_follow_the_url_prefix(db_url: str) -> None:
     env = make_app(db_url, UTM_TRACKER_URL_PREFIX="/track")
     body = env.app.test_client().get("/track/openapi.json").get_json()
-    assert set(body["paths"]) == {"/track/beacon", "/track/report.json"}
+    assert set(body["paths"]) == {"/track/beacon", "/track/report.json", "/track/conversions.json"}
 
 
 def test_report_json_matches_its_schema(env: HostApp) -> None:
@@ -53,7 +53,8 @@ def test_report_json_matches_its_schema(env: HostApp) -> None:
     assert denied.status_code == 403 and set(denied.get_json()) == {"error"}
 
 
-def test_report_json_conforms_to_the_document(env: HostApp) -> None:
+@pytest.mark.parametrize("path", ["/utm/report.json", "/utm/conversions.json"])
+def test_json_reports_conform_to_the_document(env: HostApp, path: str) -> None:
     """schemathesis: every generated query gets a documented status and a conforming body.
 
     Schema-valid queries may still be rejected (a start after the end, more than ten years):
@@ -63,7 +64,7 @@ def test_report_json_conforms_to_the_document(env: HostApp) -> None:
     hypothesis = pytest.importorskip("hypothesis")
     env.tracker.dashboard_permission(lambda: True)
     schema = schemathesis.openapi.from_wsgi("/utm/openapi.json", env.app)
-    operation = schema["/utm/report.json"]["GET"]
+    operation = schema[path]["GET"]
 
     @hypothesis.given(case=operation.as_strategy())
     @hypothesis.settings(

@@ -22,7 +22,7 @@ import click
 import sqlalchemy as sa
 from flask.cli import AppGroup
 
-from . import attribution, conversions, reports, rollup, spend
+from . import attribution, conversion_reports, conversions, reports, rollup, spend
 from .models import utcnow
 
 if t.TYPE_CHECKING:
@@ -326,7 +326,9 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
                 raise click.BadParameter(str(err), param_hint="--name") from None
         if first and last and first > last:
             raise click.BadParameter("The start must not be after the end.", param_hint="--start")
-        result = attribution.report(tracker, name=name, model=model, by=by, start=first, end=last)
+        result = conversion_reports.report(
+            tracker, name=name, model=model, by=by, start=first, end=last
+        )
         for note in result.notes:
             click.echo(printable(note, width=10_000), err=True)
         rows = result.rows

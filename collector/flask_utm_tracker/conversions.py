@@ -32,6 +32,7 @@ import json
 import logging
 import re
 import typing as t
+import weakref
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -80,6 +81,10 @@ class ConversionModels:
     ConversionPath: type[t.Any]
     ConversionDay: type[t.Any]
     UserPath: type[t.Any]
+
+
+#: The models made for each tracker, by its ``Conversion`` model.
+_models: weakref.WeakKeyDictionary[type[t.Any], ConversionModels] = weakref.WeakKeyDictionary()
 
 
 def make_models(
@@ -216,14 +221,14 @@ def make_models(
         },
     )
     made = ConversionModels(conversion, spend, conversion_path, conversion_day, user_path)
-    conversion._utm_attribution = made  # type: ignore[attr-defined]
+    _models[conversion] = made
     sa.event.listen(conversion, "before_delete", _on_orm_delete)
     return made
 
 
 def tables(tracker: UTMTracker) -> Tables:
     """The tables of ``tracker``'s conversion models."""
-    made: ConversionModels = tracker.Conversion._utm_attribution
+    made = _models[tracker.Conversion]
     return Tables(
         conversion=made.Conversion.__table__,
         path=made.ConversionPath.__table__,
@@ -605,7 +610,7 @@ def retract(conn: Connection, tb_path: sa.Table, tb_day: sa.Table, where: t.Any)
 
 def _on_orm_delete(mapper: t.Any, conn: Connection, target: t.Any) -> None:
     """A ``Conversion`` deleted through the ORM: take its credits back in the same flush."""
-    made: ConversionModels = type(target)._utm_attribution
+    made = _models[type(target)]
     path = made.ConversionPath.__table__
     retract(conn, path, made.ConversionDay.__table__, path.c.conversion_id == target.id)
 

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, abort, jsonify, render_template, request, send_file
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from . import attribution, reports
+from . import attribution, conversion_reports, reports
 
 if t.TYPE_CHECKING:
     from .extension import UTMTracker
@@ -417,7 +417,7 @@ class ConversionReport:
     """The conversions section: the rows, their totals, and the revenue series."""
 
     filters: ConversionFilters
-    result: attribution.Report
+    result: conversion_reports.Report
     names: list[str]
     conversions: float
     revenue: dict[str, float]
@@ -445,10 +445,10 @@ def _sum(rows: t.Iterable[dict[str, t.Any]], field_name: str) -> dict[str, float
 def build_conversions(
     tracker: UTMTracker, filters: Filters, chosen: ConversionFilters
 ) -> ConversionReport:
-    """The conversions section's numbers (see :func:`attribution.report`)."""
+    """The conversions section's numbers (see :func:`conversion_reports.report`)."""
     from .conversions import tables
 
-    result = attribution.report(
+    result = conversion_reports.report(
         tracker,
         name=chosen.name,
         model=chosen.model,
@@ -486,7 +486,7 @@ def build_conversions(
         index = {bucket: i for i, bucket in enumerate(buckets)}
         for when, key, amount in tracker.db.session.execute(query):
             amounts = per_key.setdefault(key, [0.0] * len(buckets))
-            bucket = reports.bucket_of(reports._as_date(when), filters.interval)
+            bucket = reports.bucket_of(reports.as_date(when), filters.interval)
             amounts[index[bucket]] += float(amount or 0)
     ordered = sorted(per_key, key=lambda k: (-sum(per_key[k]), k))
     values = {key: per_key[key] for key in ordered[:CHART_KEYS]}
@@ -526,7 +526,7 @@ def _messages(err: ValidationError) -> dict[str, t.Any]:
 
 
 def _allowed(tracker: UTMTracker) -> bool:
-    check = tracker._dashboard_permission
+    check = tracker.dashboard_permission_callback
     return check is not None and bool(check())
 
 
@@ -610,7 +610,7 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
             )
         except ValidationError as err:
             return _json_error(400, "The query is invalid.", _messages(err))
-        result = attribution.report(tracker, **query)
+        result = conversion_reports.report(tracker, **query)
         body = {
             "name": query.get("name"),
             "model": result.model,

@@ -20,7 +20,16 @@ from flask_login.config import COOKIE_NAME
 from markupsafe import Markup, escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from . import attribution, capture, conversions, dashboard, destinations, openapi, rollup, store
+from . import (
+    capture,
+    conversion_reports,
+    conversions,
+    dashboard,
+    destinations,
+    openapi,
+    rollup,
+    store,
+)
 from . import cookie as cookies
 from .abuse import RateLimiter
 from .capture import stash_touch as stash_touch
@@ -76,12 +85,17 @@ class UTMTracker:
         )
         self.Conversion = conversion_models.Conversion
         self.Spend = conversion_models.Spend
+        #: Derived tables of the conversion reports (kept by the writers; ``flask utm rebuild``).
+        self.ConversionPath = conversion_models.ConversionPath
+        self.ConversionDay = conversion_models.ConversionDay
+        self.UserPath = conversion_models.UserPath
         self.Delivery = destinations.make_models(db, self.Conversion, table_prefix)
         #: The host's ``@tracker.user_data`` callback (see :meth:`user_data`).
         self.user_data_callback: t.Callable[[t.Any], t.Mapping[str, t.Any]] | None = None
         mapper = sa.inspect(user_model)
         self._user_pk_attr = mapper.get_property_by_column(mapper.primary_key[0]).key
-        self._dashboard_permission: t.Callable[[], bool] | None = None
+        #: The host's ``@tracker.dashboard_permission`` function (denied without one).
+        self.dashboard_permission_callback: t.Callable[[], bool] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -136,7 +150,7 @@ class UTMTracker:
         def can_see_dashboard():
             return current_user.is_authenticated and current_user.is_admin
         """
-        self._dashboard_permission = func
+        self.dashboard_permission_callback = func
         return func
 
     def user_data(
@@ -225,8 +239,10 @@ class UTMTracker:
         end: t.Any = None,
     ) -> list[dict[str, t.Any]]:
         """Conversions, revenue, spend, ROAS and CPA per ``by`` value under ``model`` (see
-        :func:`flask_utm_tracker.attribution.attribute`)."""
-        return attribution.attribute(self, name=name, model=model, by=by, start=start, end=end)
+        :func:`flask_utm_tracker.conversion_reports.attribute`)."""
+        return conversion_reports.attribute(
+            self, name=name, model=model, by=by, start=start, end=end
+        )
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -371,6 +387,7 @@ class UTMTracker:
                     conn, lead_table, user_id, [*claimed, *rows], cap=cap
                 )
                 rollup.written(conn, self.LeadSource, user_id, inserted)
+                conversions.lead_sources_written(conn, self, user_id, inserted)
         except sa.exc.SQLAlchemyError as err:
             # Not logger.exception: the error's text carries the bound parameters.
             logger.error(

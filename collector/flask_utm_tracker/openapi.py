@@ -13,7 +13,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response
 
 from . import __name__ as package
-from .dashboard import FiltersSchema, ReportSchema
+from .dashboard import ConversionsQuerySchema, ConversionsSchema, FiltersSchema, ReportSchema
 from .schemas import MAX_BODY, MAX_TOUCHES, BeaconSchema, ErrorSchema
 from .views import cacheable
 
@@ -86,6 +86,29 @@ def make_spec(url_prefix: str) -> dict[str, t.Any]:
                         "content": {"application/json": {"schema": "Report"}},
                     },
                     "400": _error("A filter is invalid."),
+                    "403": _error("The dashboard permission check denied the request."),
+                },
+            }
+        },
+    )
+    spec.components.schema("Conversions", schema=ConversionsSchema)
+    spec.path(
+        path=f"{url_prefix}/conversions.json",
+        operations={
+            "get": {
+                "summary": "Conversions, revenue, spend, ROAS and CPA by one attribution model.",
+                "description": (
+                    "What tracker.attribute() returns for the query, with the model used (the"
+                    " data-driven model falls back to linear without enough non-converting"
+                    " paths). Allowed by the host's dashboard_permission check."
+                ),
+                "parameters": [{"in": "query", "schema": ConversionsQuerySchema}],
+                "responses": {
+                    "200": {
+                        "description": "The rows, sorted by conversions.",
+                        "content": {"application/json": {"schema": "Conversions"}},
+                    },
+                    "400": _error("A query argument is invalid."),
                     "403": _error("The dashboard permission check denied the request."),
                 },
             }

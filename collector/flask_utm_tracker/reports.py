@@ -186,7 +186,7 @@ def _bucket_expr(dialect: str, day: t.Any, interval: str) -> t.Any:
     return day
 
 
-def _as_date(value: t.Any) -> date:
+def as_date(value: t.Any) -> date:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -293,7 +293,7 @@ def leads(
     counts: dict[tuple[date, str], float] = {}
     for row in rows:
         # A no-op but for dialects grouped by day (see _bucket_expr).
-        slot = (bucket_of(_as_date(row.bucket), interval), row.key or "")
+        slot = (bucket_of(as_date(row.bucket), interval), row.key or "")
         counts[slot] = counts.get(slot, 0.0) + float(row.leads or 0)
     return [
         Count(k, v, b)
@@ -492,7 +492,7 @@ def summary(
         slots = buckets(t.cast(date, start), t.cast(date, end), interval)
         for row in grouped[("channel", "bucket")]:
             # bucket_of: a no-op but for dialects grouped by day (see _bucket_expr).
-            slot = (bucket_of(_as_date(row.bucket), interval), row.channel or "")
+            slot = (bucket_of(as_date(row.bucket), interval), row.channel or "")
             cell = _comparison(row, slot[1])
             if slot in cells:
                 old = cells[slot]
