@@ -90,6 +90,8 @@ class UTMTracker:
         self.ConversionDay = conversion_models.ConversionDay
         self.UserPath = conversion_models.UserPath
         self.Delivery = destinations.make_models(db, self.Conversion, table_prefix)
+        #: The host's ``@tracker.user_label`` callback (see :meth:`user_label`).
+        self.user_label_callback: t.Callable[[t.Any], str] | None = None
         #: The host's ``@tracker.user_data`` callback (see :meth:`user_data`).
         self.user_data_callback: t.Callable[[t.Any], t.Mapping[str, t.Any]] | None = None
         mapper = sa.inspect(user_model)
@@ -146,11 +148,22 @@ class UTMTracker:
     def dashboard_permission(self, func: t.Callable[[], bool]) -> t.Callable[[], bool]:
         """Register the function that decides who may open the dashboard (denied by default)::
 
-        @tracker.dashboard_permission
-        def can_see_dashboard():
-            return current_user.is_authenticated and current_user.is_admin
+            @tracker.dashboard_permission
+            def can_see_dashboard():
+                return current_user.is_authenticated and current_user.is_admin
         """
         self.dashboard_permission_callback = func
+        return func
+
+    def user_label(self, func: t.Callable[[t.Any], str]) -> t.Callable[[t.Any], str]:
+        """Register the function that names a user on the dashboard (default: the user's
+        primary key)::
+
+            @tracker.user_label
+            def label(user):
+                return user.email
+        """
+        self.user_label_callback = func
         return func
 
     def user_data(
@@ -163,6 +176,9 @@ class UTMTracker:
             @tracker.user_data
             def user_data(user):
                 return {"email": user.email}
+
+        The mapping may also hold ``ad_consent`` (``False``: nothing is sent for this user) and
+        ``user_agent`` (sent to platforms that want one).
         """
         self.user_data_callback = func
         return func
