@@ -118,7 +118,7 @@ export function createTracker(options, endpoint, use) {
       const stored = load();
       const state = jar();
       const latest = held[held.length - 1] || newer(stored.latest, /** @type {Touch} */ (state.l));
-      const params = parseParams(location.href, tags);
+      const params = parseParams(location.search, tags);
       // The referrer and the navigation type belong to the page load, not to SPA route changes.
       const referrer = first && document.referrer;
       const url = referrer && new URL(referrer);

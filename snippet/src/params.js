@@ -7,21 +7,22 @@ import list from "../../collector/flask_utm_tracker/data/params.json" with { typ
 const TRACKED = (list.utm + "," + list.click_ids).split(",");
 
 /**
- * The tracked parameters of `url`'s query string.
+ * The tracked parameters of a query string.
  *
  * Names match case-insensitively and are kept lower-case; the first non-empty value of a name
  * wins; values are trimmed and cut to `max_value_length` characters (the collector cuts them again);
  * utm_* values are lower-cased, click IDs and custom tags kept as sent.
  *
- * @param {string} url an absolute URL, usually `location.href`
+ * @param {string} query a query string, usually `location.search` (URLSearchParams over it costs
+ *   less than parsing the whole URL)
  * @param {string[]} [tags] extra lower-case names to keep (`data-custom-tags`)
  * @returns {Record<string, string>}
  */
-export function parseParams(url, tags = []) {
+export function parseParams(query, tags = []) {
   const names = TRACKED.concat(tags);
   /** @type {Record<string, string>} */
   const params = {};
-  for (const [name, raw] of new URL(url).searchParams) {
+  for (const [name, raw] of new URLSearchParams(query)) {
     const key = name.trim().toLowerCase();
     const value = raw.trim().slice(0, list.max_value_length);
     if (value && !params[key] && names.includes(key)) {

@@ -2,7 +2,10 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { parseParams } from "../../snippet/src/params.js";
+import { parseParams as parseQuery } from "../../snippet/src/params.js";
+
+/** The tracked parameters of `url`'s query string, as the tracker reads location.search. */
+const parseParams = (url, tags) => parseQuery(new URL(url).search, tags);
 
 const list = JSON.parse(readFileSync(new URL("../../collector/flask_utm_tracker/data/params.json", import.meta.url), "utf8"));
 
