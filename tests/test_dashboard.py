@@ -55,6 +55,36 @@ def test_denied_when_the_check_says_no(env: HostApp, client: t.Any) -> None:
     assert client.get("/utm/report.json").status_code == 403
 
 
+def test_a_denied_user_gets_a_page_with_a_way_back(env: HostApp, client: t.Any) -> None:
+    allow_admin(env)
+    client.post("/login/someone@example.com")
+    response = client.get("/utm/?start=2024-03-01")
+    assert response.status_code == 403 and response.mimetype == "text/html"
+    assert response.headers["Cache-Control"] == "private, no-store"
+    html = response.text
+    assert "Forbidden" not in html  # not Werkzeug's bare page
+    assert "You may not see this dashboard" in html
+    assert re.search(r'<a class="button" href="/" id="home">Back to the home page</a>', html)
+    assert '<link rel="stylesheet" href="/utm/dashboard.css">' in html
+    assert 'id="login"' not in html  # logged in already: no login link
+    assert "<script" not in html and "style=" not in html
+    # The JSON routes still answer JSON.
+    for path in ("/utm/report.json", "/utm/conversions.json"):
+        denied = client.get(path)
+        assert denied.status_code == 403 and denied.mimetype == "application/json"
+        assert denied.get_json()["error"] == "The dashboard permission check denied this request."
+
+
+def test_the_403_page_offers_the_hosts_login_view(env: HostApp, client: t.Any) -> None:
+    allow_admin(env)
+    env.app.login_manager.login_view = "landing"  # type: ignore[attr-defined]
+    html = client.get("/utm/?model=last").text
+    assert '<a href="/landing?next=/utm/?model%3Dlast" id="login">Log in</a>' in html
+    env.app.login_manager.login_view = "login"  # type: ignore[attr-defined]
+    html = client.get("/utm/").text  # a login view that needs an argument: no link, no 500
+    assert 'id="home"' in html and 'id="login"' not in html
+
+
 def test_dashboard_numbers(admin: t.Any) -> None:
     response = admin.get(f"/utm/?{MARCH}&interval=week")
     assert response.status_code == 200
@@ -90,10 +120,10 @@ def test_the_date_filter_changes_the_numbers(admin: t.Any) -> None:
 
 def test_chart(admin: t.Any) -> None:
     html = admin.get(f"/utm/?{MARCH}&model=linear&interval=week").text
-    svg = re.search(r'<svg class="plot" viewBox.*?</svg>', html, re.S)
+    svg = re.search(r'<svg class="plot" width="100%".*?</svg>', html, re.S)
     assert svg
     rects = re.findall(
-        r'<rect x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"', svg.group(0)
+        r'<rect x="[\d.]+%" y="[\d.]+" width="[\d.]+%" height="([\d.]+)"', svg.group(0)
     )
     assert (
         len(rects) == 4
@@ -149,6 +179,125 @@ def test_bad_filters_are_reported(admin: t.Any) -> None:
     assert "The start must not be after the end." in response.text or "model" in response.text
     assert "<b>x</b>" not in response.text
     assert "Must be one of" in response.text
+
+
+def form_value(html: str, name: str) -> str:
+    """The value an input or select of the filters form shows."""
+    found = re.search(rf'<input type="date" name="{name}" value="([^"]*)"', html)
+    if found:
+        return found.group(1)
+    select = re.search(rf'<select name="{name}".*?</select>', html, re.S)
+    assert select, name
+    chosen = re.findall(r'<option value="([^"]*)" selected>', select.group(0))
+    assert len(chosen) == 1, (name, chosen)
+    return chosen[0]
+
+
+def test_a_bad_filter_keeps_what_was_typed(admin: t.Any) -> None:
+    typed = "start=2024-03-31&end=2024-03-01&model=last&interval=week&cmodel=position&by=source"
+    response = admin.get(f"/utm/?{typed}")
+    assert response.status_code == 400
+    html = response.text
+    assert "start: The start must not be after the end." in html
+    got = {name: form_value(html, name) for name in ("start", "end", "model", "interval")}
+    assert got == {"start": "2024-03-31", "end": "2024-03-01", "model": "last", "interval": "week"}
+    assert form_value(html, "cmodel") == "position" and form_value(html, "by") == "source"
+    assert '<input type="date" name="start" value="2024-03-31" aria-invalid="true">' in html
+    assert 'name="end" value="2024-03-01">' in html  # the end alone was fine
+    # A value no option has stays selected, marked, and escaped.
+    html = admin.get("/utm/?model=%3Cb%3Ex%3C/b%3E&cmodel=u_shaped&start=2024-02-30").text
+    assert form_value(html, "model") == "&lt;b&gt;x&lt;/b&gt;" and "<b>x</b>" not in html
+    assert "&lt;b&gt;x&lt;/b&gt; (unknown)</option>" in html
+    assert form_value(html, "cmodel") == "u_shaped"
+    assert form_value(html, "start") == "2024-02-30"
+    assert "start: Not a valid date." in html and "cmodel: Must be one of" in html
+
+
+def test_valid_filters_show_what_is_in_use(admin: t.Any) -> None:
+    html = admin.get("/utm/?start=2024-03-01&model=linear").text
+    assert form_value(html, "start") == "2024-03-01"
+    assert form_value(html, "model") == "linear" and form_value(html, "interval") == "auto"
+    assert form_value(html, "cmodel") == "last" and form_value(html, "by") == "channel"
+    assert "aria-invalid" not in html and 'id="filter-errors"' not in html
+
+
+def test_users_are_named_by_the_hosts_label(admin: t.Any, env: HostApp) -> None:
+    def cell(html: str) -> list[str]:
+        latest = html.split('id="latest"')[1]
+        return re.findall(r'<td class="user">(.*?)</td>', latest)
+
+    with env.app.app_context():
+        ids = sorted(env.db.session.scalars(env.db.select(env.User.id)))
+    default = cell(admin.get(f"/utm/?{MARCH}").text)
+    assert default and set(default) <= {str(i) for i in ids}  # the primary key by default
+
+    @env.tracker.user_label
+    def label(user: t.Any) -> str:
+        return "<i>" + user.email + "</i>" if user.email.startswith("bob") else user.email
+
+    named = cell(admin.get(f"/utm/?{MARCH}").text)
+    assert len(named) == len(default)
+    assert "ann@example.com" in named and "eve@example.com" in named
+    assert "&lt;i&gt;bob@example.com&lt;/i&gt;" in named  # escaped like every value
+
+
+def test_a_click_id_that_decides_the_channel_is_explained(env: HostApp) -> None:
+    allow_admin(env)
+    visitor = env.app.test_client()
+    visitor.get("/landing?utm_source=twitter&utm_medium=social&gclid=Cj0-test")
+    assert visitor.post("/login/tw@example.com").status_code == 200
+    visitor = env.app.test_client()
+    visitor.get("/landing?utm_source=newsletter&utm_medium=email")
+    assert visitor.post("/login/news@example.com").status_code == 200
+    admin = env.app.test_client()
+    admin.post("/login/admin@example.com")
+    html = admin.get("/utm/").text
+    rows = re.findall(r"<tr>(.*?)</tr>", html.split('id="latest"')[1], re.S)
+    paid = next(row for row in rows if "twitter / social" in row)
+    assert "Paid Search" in paid
+    note = re.search(r'<small class="why" title="([^"]*)">by click ID</small>', paid)
+    assert note and "gclid" in note.group(1) and "utm_medium (social)" in note.group(1)
+    email = next(row for row in rows if "newsletter / email" in row)
+    assert "Email" in email and "by click ID" not in email
+    # The rule is stated where channels are shown, in words when no docs URL is known.
+    found = re.search(r'<p class="hint" id="channel-rule">(.*?)</p>', html, re.S)
+    assert found and html.index('id="leads-by-channel"') < found.start()
+    rule = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", found.group(1)))
+    assert "An ad click ID decides the channel over utm_medium, as GA4's rule does" in rule
+    assert "a gclid tagged utm_medium=social is Paid Search" in rule
+    assert "attribution rules of the documentation" in rule
+
+
+def test_the_channel_rule_links_to_the_docs(admin: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dashboard, "docs_url", lambda: "https://docs.example/en/")
+    html = admin.get(f"/utm/?{MARCH}").text
+    assert '<a href="https://docs.example/en/attribution.html#click-id-rule">' in html
+    assert re.search(
+        r'<th title="A click ID decides the channel over utm_medium[^"]*">Channel', html
+    )
+
+
+def test_docs_url_comes_from_the_project_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    class Meta:
+        def __init__(self, urls: list[str]) -> None:
+            self.urls = urls
+
+        def get_all(self, name: str) -> list[str]:
+            return self.urls if name == "Project-URL" else []
+
+    for urls, expected in [
+        (["Source, https://github.com/x/y", "Documentation, https://x.example/docs"],
+         "https://x.example/docs/"),
+        (["Documentation, https://x.example/"], "https://x.example/"),
+        (["Source, https://github.com/x/y"], None),
+        (["Documentation, javascript:alert(1)"], None),
+    ]:  # fmt: skip
+        monkeypatch.setattr(metadata, "metadata", lambda name, urls=urls: Meta(urls))
+        dashboard.docs_url.cache_clear()
+        assert dashboard.docs_url() == expected
+    dashboard.docs_url.cache_clear()
 
 
 def test_report_json(admin: t.Any) -> None:
@@ -266,8 +415,14 @@ def test_chart_geometry() -> None:
     assert [tick.label for tick in got.y_ticks] == ["0", "1", "2", "3", "4"]
     assert [tick.label for tick in got.x_ticks] == ["Mar 4", "Mar 11"]
     assert got.legend == [("Email", "#ff7f0e", 3.0), ("Something new", "#aec7e8", 2.0)]
+    # Horizontal geometry in percent of the plot: every bar inside it, in its own band.
+    assert all(0 <= bar.x and bar.x + bar.width <= 100 for bar in got.bars)
+    assert got.bars[0].x < 50 <= got.bars[2].x
     many = reports.Series([date(2024, 1, 1) + timedelta(days=i) for i in range(90)], {})
-    assert len(dashboard.chart(many, "day").x_ticks) <= 8
+    ticks = dashboard.chart(many, "day").x_ticks
+    assert len(ticks) <= 8
+    # Every other label is minor (hidden on a phone), so a phone shows at most four.
+    assert len([tick for tick in ticks if not tick.minor]) <= 4
 
 
 def test_visits_through_the_app_show_up_by_channel(env: HostApp) -> None:

@@ -13,25 +13,42 @@ there is no second build to keep fresh beside the snippet's), every value reache
 through Jinja's autoescaping only, and the host can restyle or replace it by overriding
 ``utm_tracker/_chart.html``. Native SVG ``<title>`` elements give the hover tooltips.
 
-Templates (``utm_tracker/base.html``, ``dashboard.html``, ``_chart.html``) are looked up in the
-host app's template folder first, so a host overrides any of them by placing a file of the same
-name under its own ``templates/utm_tracker/``.
+A denied request gets ``utm_tracker/403.html`` (a page with a link home, and one to the host's
+Flask-Login ``login_view`` for a visitor who is not logged in); the JSON routes answer a JSON 403.
+The user column names users with the host's ``@tracker.user_label`` callback (default: the
+primary key). A bad filter answers 400 with the form as it was typed and the error beside it.
+
+Templates (``utm_tracker/base.html``, ``dashboard.html``, ``403.html``, ``_chart.html``,
+``_revenue_chart.html``, ``_plot.html``, ``_channel_rule.html``) are looked up in the host app's
+template folder first, so a host overrides any of them by placing a file of the same name under
+its own ``templates/utm_tracker/``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import typing as t
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from importlib import resources
+from importlib import metadata, resources
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, jsonify, render_template, request, send_file
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from werkzeug.routing import BuildError
 
-from . import attribution, conversion_reports, reports
+from . import attribution, channels, conversion_reports, reports
 
 if t.TYPE_CHECKING:
     from .extension import UTMTracker
@@ -131,6 +148,7 @@ def filters_from(args: t.Mapping[str, str], today: date | None = None) -> Filter
 
 @dataclass(frozen=True)
 class Bar:
+    #: Left edge and width in percent of the plot's width; top and height in pixels.
     x: float
     y: float
     width: float
@@ -141,20 +159,26 @@ class Bar:
 
 @dataclass(frozen=True)
 class Tick:
+    #: Pixels from the top (a y tick) or percent of the plot's width (an x tick).
     position: float
     label: str
+    #: An x label hidden on narrow screens (every other one), so the rest stay readable.
+    minor: bool = False
 
 
 @dataclass
 class Chart:
-    """A stacked bar chart's geometry, ready for ``utm_tracker/_chart.html``."""
+    """A stacked bar chart's geometry, ready for ``utm_tracker/_chart.html``.
 
-    width: int
+    Vertical positions are pixels; horizontal ones are percentages of the plot's width, so the
+    chart stretches to its container without scaling its text (axis labels keep their CSS size
+    on a phone as on a desktop). The y axis is a separate strip ``axis_width`` pixels wide.
+    """
+
     height: int
-    left: int
     top: int
-    plot_width: float
     plot_height: float
+    axis_width: int
     bars: list[Bar] = field(default_factory=list)
     y_ticks: list[Tick] = field(default_factory=list)
     x_ticks: list[Tick] = field(default_factory=list)
@@ -195,10 +219,14 @@ def bucket_label(day: date, interval: str) -> str:
     return f"{day.strftime('%b')} {day.day}"
 
 
-def chart(series: reports.Series, interval: str, width: int = 760, height: int = 280) -> Chart:
+#: Most x labels drawn (every other one is hidden on a phone).
+X_LABELS = 8
+
+
+def chart(series: reports.Series, interval: str, height: int = 240) -> Chart:
     """Lay out ``series`` as stacked bars, the largest key at the bottom of each stack."""
-    left, top, right, bottom = 44, 12, 12, 36
-    result = Chart(width, height, left, top, width - left - right, height - top - bottom)
+    top, bottom = 12, 28
+    result = Chart(height, top, height - top - bottom, axis_width=32)
     palette = colours(series.values)
     totals = series.totals
     result.total = sum(totals)
@@ -213,13 +241,16 @@ def chart(series: reports.Series, interval: str, width: int = 760, height: int =
         Tick(result.bottom - value * scale, _number(value))
         for value in (step * i for i in range(int(round(y_max / step)) + 1))
     ]
-    band = result.plot_width / n
-    bar_width = min(band * 0.72, 48.0)
-    label_every = max(1, math.ceil(n / 8))
+    # About 7 px per character of a 12 px label, and room for the gap to the plot.
+    result.axis_width = max(32, 7 * max(len(tick.label) for tick in result.y_ticks) + 10)
+    band = 100.0 / n
+    bar_width = min(band * 0.72, 8.0)  # a few wide buckets: bars, not walls
+    label_every = max(1, math.ceil(n / X_LABELS))
     for i, bucket in enumerate(series.buckets):
-        x = left + band * i + (band - bar_width) / 2
+        x = band * i + (band - bar_width) / 2
         if i % label_every == 0:
-            result.x_ticks.append(Tick(left + band * (i + 0.5), bucket_label(bucket, interval)))
+            minor = (i // label_every) % 2 == 1
+            result.x_ticks.append(Tick(band * (i + 0.5), bucket_label(bucket, interval), minor))
         y = result.bottom
         for key, values in series.values.items():
             value = values[i]
@@ -294,6 +325,57 @@ def latest_rows(tracker: UTMTracker, filters: Filters) -> list[t.Any]:
         .limit(LATEST)
     )
     return list(tracker.db.session.scalars(query))
+
+
+def user_labels(tracker: UTMTracker, ids: t.Iterable[t.Any]) -> dict[t.Any, str]:
+    """How the dashboard names each user of ``ids``: the host's ``@tracker.user_label``
+    callback called with the user, else (no callback, a deleted user, an empty label) the
+    primary key.
+    """
+    labels = {user_id: str(user_id) for user_id in ids}
+    callback = tracker.user_label_callback
+    if callback is None or not labels:
+        return labels
+    mapper = sa.inspect(tracker.user_model)
+    query = sa.select(tracker.user_model).where(mapper.primary_key[0].in_(list(labels)))
+    for user in tracker.db.session.scalars(query):
+        label = callback(user)
+        if label:
+            labels[mapper.primary_key_from_instance(user)[0]] = str(label)
+    return labels
+
+
+def click_id_note(row: t.Any) -> str | None:
+    """Why ``row``'s channel is not the one its source and medium alone give, when a click ID
+    decided it (GA4's rule: an auto-tagging click ID wins over ``utm_medium``); else ``None``.
+    """
+    click_ids = row.click_ids or {}
+    if not click_ids:
+        return None
+    if channels.channel_for(row.source, row.medium, row.campaign) == row.channel:
+        return None
+    names = ", ".join(sorted(click_ids))
+    return (
+        f"{row.channel} because of the click ID ({names}): a click ID decides the channel over"
+        f" utm_medium ({row.medium or '(not set)'}), as GA4's rule does."
+    )
+
+
+@functools.cache
+def docs_url() -> str | None:
+    """The documentation's base URL (ending in ``/``): the distribution's ``Documentation``
+    project URL, or ``None`` when it has none.
+    """
+    try:
+        urls = metadata.metadata("flask-utm-tracker").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:  # pragma: no cover (run from a bare checkout)
+        return None
+    for entry in urls:
+        name, _, url = str(entry).partition(",")
+        href = safe_href(url)
+        if name.strip().lower() == "documentation" and href:
+            return href.rstrip("/") + "/"
+    return None
 
 
 # -- JSON ----------------------------------------------------------------------------------------
@@ -542,13 +624,56 @@ def _private(response: Response) -> Response:
     return response
 
 
+def _forbidden() -> Response:
+    """The dashboard's 403 page (``utm_tracker/403.html``): what happened and a way back."""
+    login = None
+    manager = getattr(current_app, "login_manager", None)
+    view = getattr(manager, "login_view", None)
+    if view and not _logged_in():
+        try:
+            login = url_for(view, next=request.full_path.rstrip("?"))
+        except BuildError:  # a host's login_view that needs arguments: no link
+            login = None
+    html = render_template("utm_tracker/403.html", home=request.script_root + "/", login=login)
+    return _private(Response(html, status=403, mimetype="text/html"))
+
+
+def _logged_in() -> bool:
+    from flask_login import current_user
+
+    return bool(getattr(current_user, "is_authenticated", False))
+
+
+#: The dashboard's form fields, in the order they appear.
+FORM_FIELDS = ("start", "end", "model", "interval", "conversion", "cmodel", "by")
+
+
+def form_values(
+    args: t.Mapping[str, str], filters: Filters, chosen: ConversionFilters, errors: bool
+) -> dict[str, str]:
+    """What the forms show: the filters in use, or, after a bad filter, what was typed (so
+    the user corrects it rather than typing it again)."""
+    values = {
+        "start": filters.start.isoformat(),
+        "end": filters.end.isoformat(),
+        "model": filters.model,
+        "interval": filters.asked_interval,
+        "conversion": chosen.name or "",
+        "cmodel": chosen.model,
+        "by": chosen.by,
+    }
+    if errors:
+        values.update({k: args[k][:200] for k in FORM_FIELDS if k in args})
+    return values
+
+
 def register(bp: Blueprint, tracker: UTMTracker) -> None:
     """Add the dashboard routes to the extension's blueprint."""
 
     @bp.route("/")
     def dashboard() -> Response:
         if not _allowed(tracker):
-            abort(403)
+            return _forbidden()
         errors: dict[str, t.Any] = {}
         try:
             filters = filters_from(request.args)
@@ -562,11 +687,13 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
             errors.update(_messages(err))
             chosen = conversion_filters_from({})
         converted = build_conversions(tracker, filters, chosen)
+        rows = latest_rows(tracker, filters)
         today = datetime.now(timezone.utc).date()
         html = render_template(
             "utm_tracker/dashboard.html",
             report=report,
             filters=filters,
+            form=form_values(request.args, filters, chosen, bool(errors)),
             errors=errors,
             chart=chart(report.series, filters.interval),
             converted=converted,
@@ -574,7 +701,10 @@ def register(bp: Blueprint, tracker: UTMTracker) -> None:
             conversion_models=attribution.MODELS,
             dimensions=attribution.DIMENSIONS,
             money=money,
-            rows=latest_rows(tracker, filters),
+            rows=rows,
+            user_labels=user_labels(tracker, {row.user_id for row in rows}),
+            click_id_note=click_id_note,
+            docs_url=docs_url(),
             models=reports.MODELS,
             intervals=reports.INTERVALS,
             quick_ranges=[
