@@ -84,3 +84,45 @@ def test_a_token_never_claims_another_visitors_rows(env: HostApp) -> None:
     with env.app.app_context():
         touch = env.db.session.scalars(sa.select(env.tracker.Touch)).one()
         assert touch.touch_id == "other-1" and touch.claimed_by is None
+
+
+def test_the_marketing_sites_referral_does_not_replace_the_linked_touches(
+    env: HostApp, client: t.Any
+) -> None:
+    """The browser follows the link from brand.example with a Referer, and keeps it through
+    the redirect: the campaign still becomes the lead source, not brand.example / referral."""
+    case = VALID[0]
+    referer = {"Referer": "https://brand.example/pricing"}
+    response = client.get(f"/landing?_utm={case['token']}", headers=referer)
+    assert response.status_code == 302
+    assert client.get("/landing", headers=referer).status_code == 200
+    assert client.post("/login/ann@example.com").status_code == 200
+    with env.app.app_context():
+        rows = env.db.session.scalars(sa.select(env.tracker.LeadSource)).all()
+        assert [(r.source, r.campaign) for r in rows] == [("news", "spring")]
+
+
+def test_a_form_posted_with_a_token_and_a_login_writes_the_touches_at_once(
+    env: HostApp, client: t.Any
+) -> None:
+    """A sign-up form on the marketing site posting to the app with _utm in its action: no
+    redirect (it would lose the form), the touches are adopted and the login writes them."""
+    case = VALID[0]
+    response = client.post(f"/login/ann@example.com?_utm={case['token']}")
+    assert response.status_code == 200
+    with env.app.app_context():
+        rows = env.db.session.scalars(sa.select(env.tracker.LeadSource)).all()
+        assert [(r.touch_id, r.campaign) for r in rows] == [(case["touches"][0]["id"], "spring")]
+
+
+def test_adopted_touches_keep_only_tracked_parameters(env: HostApp, client: t.Any) -> None:
+    import base64
+    import json as json_
+
+    token = {
+        "at": 1,
+        "t": [{"id": "tok-1", "url": "https://brand.example/?utm_source=x&token=s3cret"}],
+    }
+    raw = base64.urlsafe_b64encode(json_.dumps(token).encode()).decode().rstrip("=")
+    client.get(f"/landing?_utm={raw}")
+    assert [touch["url"] for touch in _pending(client)] == ["https://brand.example/?utm_source=x"]

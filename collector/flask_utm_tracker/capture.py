@@ -49,6 +49,9 @@ SEED_SESSION_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "ut
 #: ``g`` attributes: the user id logged in during this request; a stash made in it.
 _LOGIN = "_utm_tracker_login"
 _STASHED = "_utm_tracker_stashed"
+#: ``g`` attributes: the touches of a ``_utm`` link token; the linker's redirect.
+_LINKED = "_utm_tracker_linked"
+_LINK_REDIRECT = "_utm_tracker_link_redirect"
 #: Most touches written for a user by one request (the cookie's and the session's together).
 MAX_PER_REQUEST = 50
 
@@ -88,51 +91,56 @@ def decode_link_token(token: str) -> list[dict[str, t.Any]] | None:
 
 
 def adopt_link_token(tracker: UTMTracker, settings: Settings) -> BaseResponse | None:
-    """The ``before_request`` hook of the cross-domain linker: a ``GET`` carrying ``_utm`` adds
-    the token's touches to this browser's own visitor cookie (each touch id once) and redirects
-    to the same URL without ``_utm``. A token only adds touches to the browser that opens it:
-    the ``Touch`` rows of other visitor ids stay theirs. A malformed token is dropped silently.
+    """The ``before_request`` hook of the cross-domain linker: a request carrying ``_utm`` adds
+    the token's touches to this browser's own visitor cookie (each touch id once, their URLs
+    stripped as every stored URL is), written by this request's :func:`after_request`, so a
+    login in the same request (a sign-up form posted with ``_utm``) writes them at once. A
+    ``GET`` is redirected to the same URL without ``_utm``. A token only adds touches to the
+    browser that opens it: the ``Touch`` rows of other visitor ids stay theirs. A malformed
+    token is dropped silently.
     """
     query = request.environ.get("QUERY_STRING", "")
-    if LINK_PARAM not in query or request.method != "GET":
+    if LINK_PARAM not in query:
         return None
     endpoint = request.endpoint
     if endpoint is not None and endpoint.startswith(EXTENSION + "."):
         return None
-    kept = [part for part in query.split("&") if part.split("=", 1)[0] not in (LINK_PARAM, "")]
-    tokens = [
-        part.split("=", 1)[1] for part in query.split("&") if part.startswith(LINK_PARAM + "=")
-    ]
-    if len(kept) == len(query.split("&")):
+    parts = query.split("&")
+    kept = [part for part in parts if part.split("=", 1)[0] not in (LINK_PARAM, "")]
+    if len(kept) == len(parts):
         return None  # "_utm" only inside another parameter
+    tokens = [part.split("=", 1)[1] for part in parts if part.startswith(LINK_PARAM + "=")]
+    gpc = settings.respect_gpc and request.environ.get("HTTP_SEC_GPC") == "1"
+    touches = decode_link_token(tokens[0]) if len(tokens) == 1 and not gpc else None
+    if touches:
+        keep = (*settings.custom_tags, *settings.keep_query_params)
+        for touch in touches:
+            for key in ("url", "referrer"):
+                if touch.get(key):
+                    touch[key] = strip_query(touch[key], keep)
+        setattr(g, _LINKED, touches)
+    if request.method != "GET":
+        return None
+    setattr(g, _LINK_REDIRECT, True)
     target = request.base_url + ("?" + "&".join(kept) if kept else "")
     response = redirect(target, code=302)
     response.headers["Cache-Control"] = "no-store"
-    respect_gpc = settings.respect_gpc and request.environ.get("HTTP_SEC_GPC") == "1"
-    touches = decode_link_token(tokens[0]) if len(tokens) == 1 and not respect_gpc else None
-    if touches:
-        try:
-            state = cookies.decode(cookies.from_request(request, settings.cookie_name))
-            browser = tracker.browser(settings, create=True)
-            visitor = browser.visitor_id if browser else state.visitor_id if state else new_id()
-            if state is None:
-                state = cookies.CookieState(visitor)
-            state.visitor_id = visitor
-            known = {touch["id"] for touch in state.pending}
-            if state.latest is not None:
-                known.add(state.latest["id"])
-            for touch in touches:
-                if touch["id"] not in known:
-                    known.add(touch["id"])
-                    state.pending.append(touch)
-            newest = max(touches, key=lambda touch: touch.get("ts") or 0)
-            if state.latest is None or (newest.get("ts") or 0) > state.latest.get("ts", 0):
-                if type(newest.get("ts")) is int:
-                    state.latest = cookies.latest_of(newest)
-            tracker.set_cookie(response, state, settings, browser)
-        except Exception:  # the redirect must happen whatever the token holds
-            logger.exception("Adopting a _utm link token failed; redirecting without it.")
     return response
+
+
+def _adopt(state: cookies.CookieState, touches: list[dict[str, t.Any]]) -> None:
+    """Add a link token's touches to ``state``, each id once. The latest touch becomes the
+    newest of them, dated now (when the visitor arrived by the link), so that the link's own
+    referral from the marketing site, right after, makes no touch of its own."""
+    known = {touch["id"] for touch in state.pending}
+    if state.latest is not None:
+        known.add(state.latest["id"])
+    for touch in touches:
+        if touch["id"] not in known:
+            known.add(touch["id"])
+            state.pending.append(touch)
+    newest = max(touches, key=lambda touch: touch.get("ts") or 0)
+    state.latest = {**cookies.latest_of({**newest, "ts": now_ms()})}
 
 
 def on_login(sender: Flask, user: t.Any = None, **extra: t.Any) -> None:
@@ -220,6 +228,7 @@ def after_request(tracker: UTMTracker, settings: Settings, response: Response) -
         and settings.cookie_name not in environ.get("HTTP_COOKIE", "")
         and login is None
         and not g.get(_STASHED)
+        and not g.get(_LINKED)
     ):
         return response  # a plain request: nothing to track
     endpoint = req.endpoint
@@ -242,7 +251,16 @@ def _track(
     state = cookies.decode(cookies.from_request(request, settings.cookie_name))
     browser = tracker.browser(settings)
     changed = False
-    found = candidate(settings, request) if response.status_code < 500 else None
+    linked = g.get(_LINKED)
+    if linked:
+        browser = browser or tracker.browser(settings, create=True)
+        visitor = browser.visitor_id if browser else state.visitor_id if state else new_id()
+        state = state or cookies.CookieState(visitor)
+        state.visitor_id = visitor
+        _adopt(state, linked)
+        changed = True
+    page_view = response.status_code < 500 and not g.get(_LINK_REDIRECT)
+    found = candidate(settings, request) if page_view else None
     context = tracker.context(settings)
     if found is not None:
         params, referrer = found
