@@ -131,6 +131,18 @@ def test_logged_in_paths_are_bounded(db_url: str) -> None:
         touches = [_touch(1000 + 50 * round_ + n) for n in range(50)]
         assert _beacon(client, "v", touches) == 204
     assert len(_leads(env, "mallory@example.com")) == 60
+    with env.app.app_context():  # nor are claimed Touch rows kept past the user's cap
+        count = sa.select(sa.func.count()).select_from(env.tracker.Touch)
+        assert env.db.session.scalar(count) <= 60
+
+
+def test_an_authenticated_beacon_writes_at_most_a_beacons_worth(env: HostApp) -> None:
+    client = env.app.test_client()
+    _login(client, "mallory@example.com")
+    pending = [{"id": f"p{n}", "ts": 1, "params": {"utm_source": "p"}} for n in range(60)]
+    client.set_cookie("utm_tracker", cookies.encode(cookies.CookieState("forged", pending)))
+    assert _beacon(client, "v", [_touch(n) for n in range(50)]) == 204
+    assert len(_leads(env, "mallory@example.com")) == 50
 
 
 def test_secrets_in_urls_are_never_stored(db_url: str) -> None:

@@ -148,9 +148,9 @@ class UTMTracker:
     def dashboard_permission(self, func: t.Callable[[], bool]) -> t.Callable[[], bool]:
         """Register the function that decides who may open the dashboard (denied by default)::
 
-            @tracker.dashboard_permission
-            def can_see_dashboard():
-                return current_user.is_authenticated and current_user.is_admin
+        @tracker.dashboard_permission
+        def can_see_dashboard():
+            return current_user.is_authenticated and current_user.is_admin
         """
         self.dashboard_permission_callback = func
         return func
@@ -387,7 +387,8 @@ class UTMTracker:
 
         :param claim: the server's visitor id of this browser (its signed cookie): its
             unclaimed ``Touch`` rows become the user's too. Never a visitor id a client named.
-        :param store_touches: also store ``rows`` as ``Touch`` rows, claimed at once.
+        :param store_touches: also store the ``rows`` written as ``Touch`` rows, claimed at once
+            (an authenticated beacon's).
         :return: whether it was written. Never raises: a database error is logged and ``False``
             returned, so the caller keeps the touches for a later request.
         """
@@ -396,12 +397,14 @@ class UTMTracker:
         cap = self.settings().max_lead_sources_per_user
         try:
             with self.db.engine.begin() as conn:
-                if store_touches:
-                    store.store_touches(conn, touch_table, rows, claimed_by=user_id)
                 claimed = store.claim_touches(conn, touch_table, claim, user_id) if claim else []
                 inserted = store.write_lead_sources(
                     conn, lead_table, user_id, [*claimed, *rows], cap=cap
                 )
+                if store_touches:  # kept as claimed Touch rows: those the user's cap took
+                    written = {row["touch_id"] for row in inserted}
+                    kept = [row for row in rows if row["touch_id"] in written]
+                    store.store_touches(conn, touch_table, kept, claimed_by=user_id)
                 rollup.written(conn, self.LeadSource, user_id, inserted)
                 conversions.lead_sources_written(conn, self, user_id, inserted)
         except sa.exc.SQLAlchemyError as err:

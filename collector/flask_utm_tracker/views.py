@@ -18,7 +18,7 @@ from werkzeug.http import parse_set_header
 
 from . import cookie as cookies
 from .abuse import is_bot
-from .schemas import MAX_BODY, BeaconSchema, accepted_type
+from .schemas import MAX_BODY, MAX_TOUCHES, BeaconSchema, accepted_type
 from .signals import touch_recorded
 from .store import StoreError
 from .touches import rows_of, signal_payload
@@ -222,9 +222,10 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
         if user_id is not None:
             # Authenticated (session or request_loader): Touch rows claimed and LeadSource rows
             # for these touches, the cookie's pending ones and this browser's unclaimed ones.
-            pending = rows_of(state.pending, context, visitor_id)
+            pending = rows_of(state.pending[:MAX_TOUCHES], context, visitor_id)
             claim = browser.visitor_id if browser is not None else None
-            if not tracker.write(user_id, [*rows, *pending], claim=claim, store_touches=True):
+            both = [*rows, *pending][:MAX_TOUCHES]  # as many as an anonymous beacon holds
+            if not tracker.write(user_id, both, claim=claim, store_touches=True):
                 raise BeaconError(503, "The database is unavailable; the beacon was not stored.")
             state.pending = []
             stored = rows
