@@ -96,13 +96,13 @@ def test_export_csv_neutralises_formulas(env: HostApp, runner: t.Any) -> None:
             env,
             "x@example.com",
             touch("Referral", '=HYPERLINK("http://evil")', "+cmd", at(1), at(2), "@sum(a1)"),
-            touch("Referral", "-2+3", "\tx", at(1), at(2), "safe"),
+            touch("Referral", "-2+3", "\tx", at(1), at(2), "\x1b[31mred\x1b]0;title\x07"),
         )
     result = runner.invoke(args=["utm", "export"])
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [(r["source"], r["medium"], r["campaign"]) for r in rows] == [
         ('\'=HYPERLINK("http://evil")', "'+cmd", "'@sum(a1)"),
-        ("'-2+3", "'\tx", "safe"),
+        ("'-2+3", "?x", "?[31mred?]0;title?"),  # no terminal escape sequence gets through
     ]
     assert neutralise(-5) == -5 and neutralise("a=b") == "a=b"
 

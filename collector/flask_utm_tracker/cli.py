@@ -38,17 +38,25 @@ WIDTH = 40
 
 
 def neutralise(value: t.Any) -> t.Any:
-    """Prefix a string cell that a spreadsheet would run as a formula with ``'``."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
+    """A CSV cell safe for a spreadsheet and a terminal: a string that a spreadsheet would run
+    as a formula prefixed with ``'``, control characters (escape sequences) shown as ``?``."""
+    if isinstance(value, str):
+        value = visible(value)
+        if value.startswith(FORMULA_START):
+            return "'" + value
     return value
+
+
+def visible(value: str) -> str:
+    """``value`` with its control characters (terminal escape sequences) shown as ``?``."""
+    return value if value.isprintable() else "".join(c if c.isprintable() else "?" for c in value)
 
 
 def printable(value: str, width: int = WIDTH) -> str:
     """``value`` safe for a terminal: control characters (escape sequences) shown as ``?``,
     at most ``width`` characters.
     """
-    text = "".join(ch if ch.isprintable() else "?" for ch in value) or "(not set)"
+    text = visible(value) or "(not set)"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
