@@ -120,13 +120,19 @@ class Site:
             self.env.db.session.expunge_all()
             return rows
 
-    def wait_rows(self, model: str, count: int, timeout: float = 10.0) -> list[t.Any]:
-        """Wait until there are ``count`` rows of ``model`` (and no more), then return them."""
+    def wait_rows(
+        self, model: str, count: int, timeout: float = 10.0, at_least: bool = False
+    ) -> list[t.Any]:
+        """Wait until there are ``count`` rows of ``model`` (and no more, unless ``at_least``),
+        then return them."""
         deadline = time.monotonic() + timeout
         while True:
             rows = self.rows(model)
             if len(rows) >= count or time.monotonic() > deadline:
-                assert len(rows) == count, f"{len(rows)} {model} rows, expected {count}: {rows}"
+                if at_least:
+                    assert len(rows) >= count, f"{len(rows)} {model} rows, expected {count}+"
+                else:
+                    assert len(rows) == count, f"{len(rows)} {model} rows, expected {count}: {rows}"
                 return rows
             time.sleep(0.05)
 
