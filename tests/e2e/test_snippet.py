@@ -272,7 +272,8 @@ def test_linker_decorates_links_and_forms_to_the_other_domain(
     site: t.Callable[..., Site], tab: Tab
 ) -> None:
     """A marketing site on 127.0.0.1 links to the app on localhost (another registrable domain):
-    the link and a GET form carry ``_utm`` with the browser's touch when followed, not before."""
+    the link and a GET form carry ``_utm`` with the browser's touch when followed, not before,
+    and a sign-up on the app ends in one LeadSource row with the marketing site's campaign."""
     s = site()
     app = s.url("/app?plan=pro", host="localhost")
     src = s.url("/utm/snippet.js")
@@ -298,6 +299,13 @@ def test_linker_decorates_links_and_forms_to_the_other_domain(
     assert [touch["id"] for touch in token["t"]] == [first["id"]]
     assert token["t"][0]["params"] == first["params"]
     assert token["t"][0]["referrer"] == WEBMAIL
+    # Signing up on the app's domain makes the marketing site's campaign the lead source.
+    assert tab.page.url.startswith(s.url("/app?plan=pro", host="localhost"))
+    assert "_utm" not in tab.page.url
+    tab.login()
+    [lead] = s.wait_rows("LeadSource", 1)
+    assert lead.touch_id == first["id"]
+    assert (lead.source, lead.medium, lead.campaign) == ("newsletter", "email", "spring")
 
     tab.page.go_back()
     tab.page.wait_for_function("window.utmTracker")
