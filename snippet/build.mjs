@@ -15,15 +15,17 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** Where the collector serves the scripts from. */
 export const STATIC = join(here, "../collector/flask_utm_tracker/static");
 /**
- * The built scripts: file in STATIC -> [entry point in src/, DEBUG]. snippet-debug.js is the
- * whole tracker with its logging; the others are parts, loaded by it when needed.
+ * The built scripts: file in STATIC -> [entry point in src/, flags (flags.js)]. snippet-full.js
+ * is the tracker with the options only some tags set, snippet-debug.js that with its logging
+ * (snippet.js hands such tags over to them); the others are parts, loaded when needed.
  */
 export const SCRIPTS = {
-  "snippet.js": ["snippet.js", false],
-  "snippet-debug.js": ["snippet.js", true],
-  "snippet-link.js": ["snippet-link.js", false],
-  "snippet-spa.js": ["snippet-spa.js", false],
-  "snippet-answer.js": ["snippet-answer.js", false],
+  "snippet.js": ["snippet.js", {}],
+  "snippet-full.js": ["snippet.js", { FULL: true }],
+  "snippet-debug.js": ["snippet.js", { FULL: true, DEBUG: true }],
+  "snippet-link.js": ["snippet-link.js", {}],
+  "snippet-spa.js": ["snippet-spa.js", {}],
+  "snippet-answer.js": ["snippet-answer.js", {}],
 };
 export const IIFE = join(STATIC, "snippet.js");
 
@@ -45,21 +47,24 @@ const shareParams = {
   },
 };
 
-/** src/flags.js with DEBUG as given. */
-const flags = (debug) => ({
+/** src/flags.js with the flags as given (each false unless set). */
+const flags = ({ DEBUG = false, FULL = false }) => ({
   name: "flags",
   setup(build) {
-    build.onLoad({ filter: /[\\/]flags\.js$/ }, () => ({ contents: `export const DEBUG = ${debug};`, loader: "js" }));
+    build.onLoad({ filter: /[\\/]flags\.js$/ }, () => ({
+      contents: `export const DEBUG = ${DEBUG}, FULL = ${FULL};`,
+      loader: "js",
+    }));
   },
 });
 
 const common = { bundle: true, legalComments: "none", logLevel: "warning" };
 
 /** One script: esbuild bundles and minifies an IIFE, terser squeezes out a little more. */
-async function buildScript(entry, debug) {
+async function buildScript(entry, flagged) {
   const { outputFiles } = await esbuild.build({
     ...common,
-    plugins: [shareParams, flags(debug)],
+    plugins: [shareParams, flags(flagged)],
     entryPoints: [join(here, "src", entry)],
     write: false,
     format: "iife",
@@ -80,7 +85,7 @@ async function buildScript(entry, debug) {
 export async function buildScripts(dir = STATIC) {
   mkdirSync(dir, { recursive: true });
   await Promise.all(
-    Object.entries(SCRIPTS).map(async ([file, [entry, debug]]) => writeFileSync(join(dir, file), await buildScript(entry, debug))),
+    Object.entries(SCRIPTS).map(async ([file, [entry, flagged]]) => writeFileSync(join(dir, file), await buildScript(entry, flagged))),
   );
 }
 

@@ -33,6 +33,8 @@ with app.app_context():
     db.create_all()
 client = app.test_client()
 assert client.get("/utm/snippet.js").status_code == 200
+for part in ("full", "debug", "link", "spa", "answer"):
+    assert client.get(f"/utm/snippet-{part}.js").status_code == 200, part
 assert client.get("/utm/").status_code == 200
 assert client.get("/utm/openapi.json").json["openapi"].startswith("3.")
 assert classify_referrer("https://www.google.com/search?q=x").source == "google"
@@ -51,6 +53,11 @@ def test_wheel_has_the_runtime_files(tmp_path: Path) -> None:
     for required in [
         "flask_utm_tracker/py.typed",
         "flask_utm_tracker/static/snippet.js",
+        "flask_utm_tracker/static/snippet-full.js",
+        "flask_utm_tracker/static/snippet-debug.js",
+        "flask_utm_tracker/static/snippet-link.js",
+        "flask_utm_tracker/static/snippet-spa.js",
+        "flask_utm_tracker/static/snippet-answer.js",
         "flask_utm_tracker/data/params.json",
         "flask_utm_tracker/data/matomo-SearchEngines.yml",
         "flask_utm_tracker/data/matomo-LICENSE",

@@ -3,10 +3,12 @@
 // cookies, no fetch, the collector down or blocked). What only some pages need comes as parts
 // that `use` provides (tracker.js bundles them; the script tag loads each only when needed):
 // the linker, the SPA history hooks, and what an answer other than 2xx means. The decisions data-debug
-// logs are compiled only into the debug build and the ES module (flags.js).
+// logs are compiled only into the debug build and the ES module, the options only some tags set
+// (consent, GPC ignored, site hosts, custom tags) only into the full and debug builds and the ES
+// module (flags.js).
 import { readCookie, writeCookie } from "./cookie.js";
 import { print } from "./debug.js";
-import { DEBUG } from "./flags.js";
+import { DEBUG, FULL } from "./flags.js";
 import { newId } from "./ids.js";
 import { domainOf, list } from "./link.js";
 import { parseParams } from "./params.js";
@@ -32,12 +34,12 @@ import { isNewTouch, newer } from "./rule.js";
  * @param {Use} use calls `ready` with the part `name` once it is there
  */
 export function createTracker(options, endpoint, use) {
-  const name = options.cookieName || "utm_tracker";
+  const name = (FULL && options.cookieName) || "utm_tracker";
   const remembered = name + "_consent";
-  const tags = list(options.customTags);
-  const links = list(options.linkDomains);
+  const tags = FULL ? list(options.customTags) : [];
+  const links = FULL ? list(options.linkDomains) : [];
   // Referrers from these hosts (and their sub-domains) are this site, as is the page's own host.
-  const site = list([options.linkDomains, options.siteHosts, options.cookieDomain]);
+  const site = FULL ? list([options.linkDomains, options.siteHosts, options.cookieDomain]) : [];
   /** @type {Touch[]} touches waiting in memory for consent */
   let held = [];
   /** @type {Stored} the state, should localStorage not keep it */
@@ -56,16 +58,22 @@ export function createTracker(options, endpoint, use) {
   // helper does when UTM_TRACKER_RESPECT_GPC is off).
   let gpc = false;
   /** 1: granted, 0: waiting for consent(), -1: denied or GPC (nothing stored or sent). */
-  let consent = options.consent == "required" ? 0 : 1;
-  endpoint = options.endpoint || endpoint;
+  let consent = FULL && options.consent == "required" ? 0 : 1;
+  if (FULL) endpoint = options.endpoint || endpoint;
 
-  /** @returns {Stored} */
+  /** @returns {CookieState} what the cookie holds, `t` at least */
+  const jar = () => readCookie(name) || { t: [] };
+
+  /** @returns {Stored} what localStorage holds, with the cookie's visitor id when it has one */
   const load = () => {
+    let stored = memory;
     try {
-      const stored = JSON.parse(/** @type {string} */ (localStorage.getItem(name)));
-      if (stored.queue) return stored;
+      const parsed = JSON.parse(/** @type {string} */ (localStorage.getItem(name)));
+      if (parsed.queue) stored = parsed;
     } catch {}
-    return memory;
+    // The collector answers with its own visitor id in the cookie: both halves use that one.
+    stored.v = jar().v || stored.v;
+    return stored;
   };
 
   /** @param {Stored} stored */
@@ -79,12 +87,9 @@ export function createTracker(options, endpoint, use) {
   /** @param {CookieState} [state] none: expire the cookie */
   const setCookie = (state) => {
     try {
-      writeCookie(name, state, options.maxAge || 31536000, options.cookieDomain);
+      writeCookie(name, state, (FULL && options.maxAge) || 31536000, FULL && options.cookieDomain);
     } catch {}
   };
-
-  /** @returns {CookieState} what the cookie holds, `t` at least */
-  const jar = () => readCookie(name) || { t: [] };
 
   /**
    * Keep new touches (localStorage, cookie) after adopting the cookie's visitor id and latest touch.
@@ -117,12 +122,12 @@ export function createTracker(options, endpoint, use) {
       if (consent < 0) return DEBUG && log(gpc ? 2 : 3), null;
       const stored = load();
       const state = jar();
-      const latest = held[held.length - 1] || newer(stored.latest, /** @type {Touch} */ (state.l));
+      const latest = (FULL && held[held.length - 1]) || newer(stored.latest, /** @type {Touch} */ (state.l));
       const params = parseParams(location.search, tags);
       // The referrer and the navigation type belong to the page load, not to SPA route changes.
       const referrer = first && document.referrer;
       const url = referrer && new URL(referrer);
-      const outside = url && url.host != location.host && !domainOf(url.hostname, site) ? referrer : undefined;
+      const outside = url && url.host != location.host && !(FULL && domainOf(url.hostname, site)) ? referrer : undefined;
       const now = Date.now();
       const fresh = isNewTouch(latest, params, !!outside, now);
       // Asked only when it matters: making the navigation entry costs CPU.
@@ -131,12 +136,12 @@ export function createTracker(options, endpoint, use) {
       const touch = fresh && !reload ? { id: newId(), ts: now, url: location.href, referrer: outside, params } : null;
       // 0 captured, 1 held for consent; ignored because 4 reload, 5 same as latest, 6 same site, 7 direct.
       DEBUG && log(touch ? (consent ? 0 : 1) : reload ? 4 : outside || Object.keys(params)[0] ? 5 : referrer ? 6 : 7, touch);
-      if (consent) {
+      if (FULL && !consent) {
+        if (touch) held.push(touch);
+      } else {
         commit(touch ? [touch] : [], stored, state);
         // From a task of its own, not the load's microtask checkpoint: the page goes first.
         if (touch || first) setTimeout(flush);
-      } else if (touch) {
-        held.push(touch);
       }
       return touch;
     } catch {
@@ -182,7 +187,7 @@ export function createTracker(options, endpoint, use) {
                   }
                 },
                 // A network or CORS error: kept (flush's catch settles the rejection).
-                DEBUG && ((/** @type {unknown} */ error) => log(11, id, error)),
+                DEBUG ? (/** @type {unknown} */ error) => log(11, id, error) : undefined,
               ));
         }),
       )
@@ -199,15 +204,15 @@ export function createTracker(options, endpoint, use) {
         send(1);
       } catch {}
     });
-    if (links[0]) {
+    if (FULL && links[0]) {
       use("link", (linker) =>
         // The touches a link carries: the first, then the cookie's pending ones (consent given).
         linker(links, () => consent > 0 && [load().first, ...jar().t], log),
       );
     }
-    if (/^(auto|true)$/.test(/** @type {any} */ (options.spa))) use("spa", (spa) => spa(capture));
+    if (FULL && /^(auto|true)$/.test(/** @type {any} */ (options.spa))) use("spa", (spa) => spa(capture));
     // Last: reading localStorage may throw (then consent stays as the tag says).
-    gpc = options.gpc != "ignore" && navigator.globalPrivacyControl === true;
+    gpc = (!FULL || options.gpc != "ignore") && navigator.globalPrivacyControl === true;
     // A consent(true|false) of an earlier page holds until revoked.
     consent = gpc ? -1 : +(/** @type {string} */ (localStorage.getItem(remembered))) || consent;
   } catch {}
@@ -231,7 +236,7 @@ export function createTracker(options, endpoint, use) {
         if (!gpc) {
           consent = granted ? 1 : -1;
           if (granted) {
-            commit(held);
+            if (FULL) commit(held);
           } else {
             memory = { queue: [] };
             setCookie();
@@ -240,7 +245,7 @@ export function createTracker(options, endpoint, use) {
           localStorage.setItem(remembered, String(consent));
         }
       } catch {}
-      held = [];
+      if (FULL) held = [];
       return flush();
     },
   };

@@ -6,13 +6,14 @@
 // beside it too. With data-debug or ?utm_debug=1, snippet.js hands the tag over to
 // snippet-debug.js, which does the same and logs each decision.
 import { createTracker } from "./core.js";
-import { DEBUG } from "./flags.js";
+import { DEBUG, FULL } from "./flags.js";
 
 try {
   /** @type {any} */
   let script = document.currentScript;
-  // The debug build runs for the tag that loaded it (or for its own tag).
-  if (DEBUG) script = script?._utm || script;
+  // The full and debug builds run for the tag that handed over to them (or for their own tag).
+  if (FULL) script = script?._utm || script;
+  const options = script?.dataset || {};
   /** @param {string} file */
   const beside = (file) => (script ? new URL(file, script.src || location.href).href : "/utm/" + file);
   /**
@@ -25,11 +26,13 @@ try {
   const add = (name, hand) =>
     document.head.append(Object.assign(document.createElement("script"), { src: beside(`snippet-${name}.js`), _utm: hand }));
   if (!window.utmTracker) {
-    if (!DEBUG && (script?.dataset.debug != null || location.search.includes("utm_debug=1"))) {
-      add("debug", script);
+    // Logging asked for: the debug build. Any option (a data-* attribute): the full build.
+    const other = FULL ? "" : options.debug != null || location.search.includes("utm_debug=1") ? "debug" : Object.keys(options)[0] && "full";
+    if (other) {
+      add(other, script);
     } else {
       // A part hands itself to `ready`.
-      const tracker = createTracker(script?.dataset || {}, beside("beacon"), add);
+      const tracker = createTracker(options, beside("beacon"), add);
       /** @type {any} */ (window).utmTracker = tracker;
       tracker.capture();
     }

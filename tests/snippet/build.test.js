@@ -14,8 +14,11 @@ import { Browser, settle } from "./browser.js";
 const GZIP_BUDGET = 2048;
 /** Each optional part the snippet loads only when a page needs it. */
 const PART_BUDGET = 1024;
-/** The debug build is the whole tracker with its logging, loaded only with data-debug. */
+/** The full build, loaded only for a tag with data-* options, is the tracker with all of them. */
+const FULL_BUDGET = GZIP_BUDGET + 256;
+/** The debug build is the full tracker with its logging, loaded only with data-debug. */
 const DEBUG_BUDGET = GZIP_BUDGET + 512;
+const BUDGETS = { "snippet-full.js": FULL_BUDGET, "snippet-debug.js": DEBUG_BUDGET };
 
 const temp = mkdtempSync(join(tmpdir(), "snippet-"));
 after(() => rmSync(temp, { recursive: true, force: true }));
@@ -27,7 +30,7 @@ test(`the gzipped IIFE is at most ${GZIP_BUDGET} bytes`, (t) => {
 });
 
 for (const file of Object.keys(SCRIPTS).filter((file) => file != "snippet.js")) {
-  const budget = file == "snippet-debug.js" ? DEBUG_BUDGET : PART_BUDGET;
+  const budget = BUDGETS[file] || PART_BUDGET;
   test(`static/${file} is at most ${budget} bytes gzipped`, (t) => {
     const { raw, gzip, brotli } = sizes(join(STATIC, file));
     t.diagnostic(`static/${file}: ${raw} B raw, ${gzip} B gzip, ${brotli} B brotli`);
@@ -45,24 +48,103 @@ test("every committed static/snippet*.js is fresh: `npm run build` would not cha
   }
 });
 
-test("the IIFE runs from a script tag: window.utmTracker, data-* options, endpoint beside the script", async () => {
+test("the IIFE runs from a script tag: window.utmTracker, endpoint beside the script", async () => {
   const browser = new Browser({ url: "https://www.example.com/?utm_source=a&ref=Bob", referrer: "https://mail.yahoo.com/" });
   browser.install();
-  globalThis.document.currentScript = {
-    src: "https://app.example.com/utm/snippet.js?v=1",
-    dataset: { customTags: "ref", cookieDomain: ".example.com" },
-  };
+  globalThis.document.currentScript = { src: "https://app.example.com/utm/snippet.js?v=1", dataset: {} };
   try {
     new Function(readFileSync(IIFE, "utf8"))();
     const tracker = globalThis.utmTracker;
     assert.deepEqual(Object.keys(tracker).sort(), ["capture", "consent", "flush", "touches"]);
     await settle();
+    assert.deepEqual(browser.scripts, [], "a plain tag loads nothing more");
     assert.equal(browser.requests[0].url, "https://app.example.com/utm/beacon");
-    assert.deepEqual(browser.requests[0].body.touches[0].params, { utm_source: "a", ref: "Bob" });
-    assert.match(browser.cookieWrites[0], /; Domain=\.example\.com; Secure$/);
+    assert.deepEqual(browser.requests[0].body.touches[0].params, { utm_source: "a" });
+    assert.match(browser.cookieWrites[0], /; Path=\/; SameSite=Lax; Max-Age=31536000; Secure$/);
     // A second copy of the tag keeps the first tracker.
     new Function(readFileSync(IIFE, "utf8"))();
     assert.equal(globalThis.utmTracker, tracker);
+  } finally {
+    delete globalThis.utmTracker;
+    Browser.reset();
+  }
+});
+
+/** Let the scripts the page adds run, and what they start settle. */
+const scriptsRun = async () => {
+  for (let i = 0; i < 4; i++) await settle();
+};
+
+test("the IIFE hands a tag with data-* options over to snippet-full.js: custom tags, cookie domain, name, max-age, endpoint", async () => {
+  const browser = new Browser({ url: "https://www.example.com/?utm_source=a&ref=Bob", referrer: "https://app.example.com/" });
+  browser.install();
+  try {
+    runTag({ customTags: "ref", cookieDomain: ".example.com", cookieName: "ours", maxAge: "60", endpoint: "https://c.example.com/b" });
+    assert.equal(globalThis.utmTracker, undefined, "the full build makes the tracker");
+    await scriptsRun();
+    assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-full.js"]);
+    assert.deepEqual(Object.keys(globalThis.utmTracker).sort(), ["capture", "consent", "flush", "touches"]);
+    assert.equal(browser.requests[0].url, "https://c.example.com/b");
+    const touch = browser.requests[0].body.touches[0];
+    assert.deepEqual(touch.params, { utm_source: "a", ref: "Bob" });
+    assert.equal(touch.referrer, undefined, "a referrer within the cookie domain is this site");
+    assert.match(browser.cookieWrites[0], /^ours=\S+; Path=\/; SameSite=Lax; Max-Age=60; Domain=\.example\.com; Secure$/);
+    assert.equal(browser.stored("ours").v, browser.cookie("ours").v);
+  } finally {
+    delete globalThis.utmTracker;
+    Browser.reset();
+  }
+});
+
+test("the IIFE with data-consent=\"required\" hands over to snippet-full.js: held until consent(true)", async () => {
+  const browser = new Browser({ url: "https://www.example.com/?utm_source=a", referrer: "https://mail.yahoo.com/" });
+  browser.install();
+  try {
+    runTag({ consent: "required" });
+    await scriptsRun();
+    assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-full.js"]);
+    assert.equal(browser.requests.length, 0);
+    assert.equal(browser.storage.size, 0);
+    await globalThis.utmTracker.consent(true);
+    assert.deepEqual(browser.requests[0].body.touches[0].params, { utm_source: "a" });
+  } finally {
+    delete globalThis.utmTracker;
+    Browser.reset();
+  }
+});
+
+test("the IIFE without options: a refusal remembered by an earlier page holds, consent(false) works there too", async () => {
+  const browser = new Browser({ url: "https://www.example.com/?utm_source=a" });
+  browser.install();
+  try {
+    runTag({});
+    await scriptsRun();
+    assert.equal(browser.requests.length, 1);
+    await globalThis.utmTracker.consent(false);
+    assert.deepEqual([...browser.storage.keys()], ["utm_tracker_consent"]);
+    assert.equal(browser.cookie(), undefined);
+    delete globalThis.utmTracker;
+    browser.url = "https://www.example.com/?utm_source=b";
+    runTag({});
+    await scriptsRun();
+    assert.equal(globalThis.utmTracker.capture(), null);
+    assert.equal(browser.requests.length, 1);
+    assert.deepEqual([...browser.storage.keys()], ["utm_tracker_consent"]);
+  } finally {
+    delete globalThis.utmTracker;
+    Browser.reset();
+  }
+});
+
+test("the IIFE without options honours GPC: nothing stored or sent", async () => {
+  const browser = new Browser({ url: "https://www.example.com/?utm_source=a", gpc: true });
+  browser.install();
+  try {
+    runTag({});
+    await scriptsRun();
+    await globalThis.utmTracker.consent(true);
+    assert.equal(globalThis.utmTracker.capture(), null);
+    assert.deepEqual([browser.requests.length, browser.storage.size, browser.cookieWrites.length], [0, 0, 0]);
   } finally {
     delete globalThis.utmTracker;
     Browser.reset();
@@ -104,13 +186,13 @@ test("the IIFE loads a part only when the page needs it, from beside itself", as
   }
 });
 
-test("the IIFE with data-link-domains loads snippet-link.js, which decorates a followed link", async () => {
+test("the IIFE with data-link-domains loads snippet-full.js, then snippet-link.js, which decorates a followed link", async () => {
   const browser = new Browser({ url: "https://www.brand.com/?utm_source=a", referrer: "https://mail.yahoo.com/" });
   browser.install();
   try {
     runTag({ linkDomains: "brand.com,brandapp.io" });
-    await settle();
-    assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-link.js"]);
+    await scriptsRun();
+    assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-full.js", "https://app.example.com/utm/snippet-link.js"]);
     const link = { href: "https://brandapp.io/signup" };
     link.closest = () => link;
     browser.dispatch("mousedown", { target: link });
@@ -123,18 +205,18 @@ test("the IIFE with data-link-domains loads snippet-link.js, which decorates a f
   }
 });
 
-test("the IIFE with data-spa=\"auto\" loads snippet-spa.js, which captures route changes", async () => {
+test("the IIFE with data-spa=\"auto\" loads snippet-full.js, then snippet-spa.js, which captures route changes", async () => {
   const browser = new Browser({ url: "https://www.example.com/" });
   browser.install();
   try {
     runTag({ spa: "auto" });
     // Changed while the part was loading: caught by the capture it makes on arrival.
     history.pushState({}, "", "/a?utm_source=early");
-    await settle();
-    assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-spa.js"]);
+    await scriptsRun();
+    assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-full.js", "https://app.example.com/utm/snippet-spa.js"]);
     history.pushState({}, "", "/b?utm_source=later");
     await globalThis.utmTracker.flush();
-    await settle();
+    await scriptsRun();
     assert.deepEqual(browser.requests.map((r) => r.body.touches[0].params.utm_source), ["early", "later"]);
   } finally {
     delete globalThis.utmTracker;

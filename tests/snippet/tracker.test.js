@@ -135,6 +135,25 @@ test("the snippet adopts the cookie's visitor id and appends to its pending touc
   assert.equal(cookie.l.id, touch.id);
 });
 
+test("the cookie's visitor id wins: the collector's answer sets its own, and localStorage and later beacons follow", async () => {
+  const browser = new Browser();
+  // The collector answers a beacon with the visitor cookie holding its own (signed) visitor id.
+  browser.collector = () => (browser.setCookie({ ...browser.cookie(), v: "serverIssued" }), 204);
+  const { tracker } = await load(browser, LANDING);
+  assert.notEqual(browser.requests[0].body.v, "serverIssued");
+  assert.equal(browser.stored().v, "serverIssued", "taken after the answer");
+  browser.collector = () => 503;
+  browser.url = "https://www.example.com/?utm_source=next";
+  tracker.capture();
+  await tracker.flush();
+  assert.equal(browser.requests.at(-1).body.v, "serverIssued");
+  assert.equal(browser.cookie().v, "serverIssued");
+  // Without a cookie (expired, or blocked) localStorage's id stays.
+  browser.jar.clear();
+  await tracker.flush();
+  assert.equal(browser.requests.at(-1).body.v, "serverIssued");
+});
+
 test("the queue: 2xx removes, 5xx / 429 / 408 / misconfigured / network errors keep, other 4xx drop", async () => {
   for (const [answer, kept] of [
     [200, false], [204, false], [400, false], [413, false], [422, false],
