@@ -36,6 +36,7 @@ import gzip
 import json
 import os
 import platform
+import random
 import re
 import secrets
 import shutil
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import typing as t
 import urllib.parse
 import urllib.request
@@ -100,9 +102,20 @@ def log(message: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range, so that no outgoing connection
+    (wrk's, PostgreSQL's) takes it between this check and gunicorn's bind."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    while True:
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def rss_mb(pid: int) -> float:
@@ -129,47 +142,57 @@ class Server:
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     acknowledged: int = 0  # 2xx answers, warm-up included
+    logdir: Path = Path()
 
     @property
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}" for port in self.ports]
 
     def start(self, logdir: Path) -> None:
-        env = {**os.environ, "BENCH_APP": self.app, "BENCH_DB": self.db, **self.env}
+        self.logdir = logdir
         for n in range(self.workers):
-            port = free_port()
-            self.ports.append(port)
-            logfile = open(logdir / f"{self.name}-{n}.log", "wb")  # noqa: SIM115
-            pin = ["taskset", "-c", str(n % CPUS)] if PIN else []
-            command = [
-                *pin,
-                str(BIN / "gunicorn"),
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "1",
-                "--threads",
-                str(THREADS),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-                "bench.apps:make()",
-            ]
-            self.procs.append(
-                subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT
-                )
-            )
+            self.ports.append(0)
+            self.procs.append(self._spawn(n))
+
+    def _spawn(self, n: int) -> subprocess.Popen[bytes]:
+        """gunicorn ``n`` on a new free port."""
+        env = {**os.environ, "BENCH_APP": self.app, "BENCH_DB": self.db, **self.env}
+        self.ports[n] = port = free_port()
+        logfile = open(self.logdir / f"{self.name}-{n}.log", "ab")  # noqa: SIM115
+        pin = ["taskset", "-c", str(n % CPUS)] if PIN else []
+        command = [
+            *pin,
+            str(BIN / "gunicorn"),
+            "--worker-class",
+            "gthread",
+            "--workers",
+            "1",
+            "--threads",
+            str(THREADS),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "bench.apps:make()",
+        ]
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, path: str = "/", timeout: float = 30) -> None:
+        """Wait until every gunicorn answers ``path``; one that could not bind its port (taken
+        meanwhile by another process) is started again on another."""
         deadline = time.monotonic() + timeout
-        for url, proc in zip(self.urls, self.procs, strict=True):
+        for n in range(self.workers):
+            retries = 3
             while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"gunicorn for {self.name} exited; see its log.")
+                if self.procs[n].poll() is not None:
+                    if retries == 0:
+                        raise RuntimeError(f"gunicorn for {self.name} exited; see its log.")
+                    retries -= 1
+                    self.procs[n] = self._spawn(n)
                 try:
-                    with urllib.request.urlopen(url + path, timeout=2):
+                    with urllib.request.urlopen(self.urls[n] + path, timeout=2):
                         break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -473,145 +496,117 @@ def spread(subject: Load, base: Load) -> str:
 # -- 1, 2, 6: beacon ingest ------------------------------------------------------------------------
 
 
+@dataclass
+class Subject:
+    """A server measured against bare Flask in the ingest rounds."""
+
+    label: str
+    server: Server
+    one_client: bool = False  # all beacons from one address (no X-Forwarded-For)
+    floor: float | None = None
+    aim: float | None = None
+
+
+COLLECTOR = "standalone collector (mount_collector: the explicit high-volume option)"
+
+
 def ingest_figures(logdir: Path, ablations: bool) -> list[Row]:
     """Beacons from many clients to the host app and to the standalone collector, on SQLite and
     PostgreSQL, against bare Flask; the ablations; and whether every 2xx was stored."""
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
 
-        def sqlite(name: str) -> str:
-            return prepare(f"sqlite:///{tmp}/{name}.db")
+        def server(name: str, app: str, db: str, env: dict[str, str] | None = None) -> Server:
+            """A server with a database of its own (``db``: sqlite or postgresql)."""
+            if db == "sqlite":
+                url = prepare(f"sqlite:///{tmp}/{name}.db")
+            else:
+                url = prepare(stack.enter_context(pg_schema(f"bench_{name.replace('-', '_')}")))
+            return Server(f"{name}-{db}", app, url, env or {})
 
-        def postgresql(name: str) -> str:
-            return prepare(stack.enter_context(pg_schema(f"bench_{name}")))
-
-        many, one = beacons(), beacons(0)
-        limit_off = {"BENCH_RATE_LIMIT": ""}
-        bare = Server("bare", "bare")
-        # (server, traffic, label, floor, aim)
-        subjects: list[tuple[Server, Args, str, float | None, float | None]] = [
-            (
-                Server("host-sqlite", "tracked", sqlite("host")),
-                many,
+        off = {"BENCH_RATE_LIMIT": ""}
+        subjects = [
+            Subject(
                 "beacon ingest, SQLite (WAL), host app",
-                0.5,
-                0.7,
+                server("host", "tracked", "sqlite"),
+                floor=0.5,
+                aim=0.7,
             ),
-            (
-                Server("host-postgresql", "tracked", postgresql("host")),
-                many,
+            Subject(
                 "beacon ingest, PostgreSQL, host app",
-                0.4,
-                0.5,
+                server("host", "tracked", "postgresql"),
+                floor=0.4,
+                aim=0.5,
             ),
-            (
-                Server("collector-sqlite", "collector", sqlite("collector")),
-                many,
-                "beacon ingest, SQLite, standalone collector (mount_collector:"
-                " the explicit high-volume option)",
-                None,
-                None,
+            Subject(
+                f"beacon ingest, SQLite, {COLLECTOR}", server("collector", "collector", "sqlite")
             ),
-            (
-                Server("collector-postgresql", "collector", postgresql("collector")),
-                many,
-                "beacon ingest, PostgreSQL, standalone collector (mount_collector:"
-                " the explicit high-volume option)",
-                None,
-                None,
+            Subject(
+                f"beacon ingest, PostgreSQL, {COLLECTOR}",
+                server("collector", "collector", "postgresql"),
             ),
-            (
-                Server("limit-off-one-sqlite", "tracked", sqlite("limitoff1"), limit_off),
-                one,
+            Subject(
+                "ablation: SQLite host app, rate limit off",
+                server("limit-off", "tracked", "sqlite", off),
+            ),
+            Subject(
+                "ablation: PostgreSQL host app, rate limit off",
+                server("limit-off", "tracked", "postgresql", off),
+            ),
+            Subject(
                 "ablation: SQLite host app, rate limit off, one client address",
-                None,
-                None,
+                server("limit-off-one", "tracked", "sqlite", off),
+                one_client=True,
             ),
-            (
-                Server("limit-off-one-postgresql", "tracked", postgresql("limitoff1"), limit_off),
-                one,
+            Subject(
                 "ablation: PostgreSQL host app, rate limit off, one client address",
-                None,
-                None,
+                server("limit-off-one", "tracked", "postgresql", off),
+                one_client=True,
             ),
         ]
         if ablations:
+            batch1, rollback = {"BENCH_MAX_BATCH": "1"}, {"BENCH_SQLITE_PRAGMAS": "0"}
             subjects += [
-                (
-                    Server("limit-off-many-sqlite", "tracked", sqlite("limitoff"), limit_off),
-                    many,
-                    "ablation: SQLite host app, rate limit off",
-                    None,
-                    None,
-                ),
-                (
-                    Server(
-                        "limit-off-many-postgresql", "tracked", postgresql("limitoff"), limit_off
-                    ),
-                    many,
-                    "ablation: PostgreSQL host app, rate limit off",
-                    None,
-                    None,
-                ),
-                (
-                    Server(
-                        "no-group-commit-sqlite",
-                        "tracked",
-                        sqlite("nobatch"),
-                        {"BENCH_MAX_BATCH": "1"},
-                    ),
-                    many,
+                Subject(
                     "ablation: SQLite host app, group commit off (MAX_BATCH = 1)",
-                    None,
-                    None,
+                    server("no-group-commit", "tracked", "sqlite", batch1),
                 ),
-                (
-                    Server(
-                        "no-group-commit-postgresql",
-                        "tracked",
-                        postgresql("nobatch"),
-                        {"BENCH_MAX_BATCH": "1"},
-                    ),
-                    many,
+                Subject(
                     "ablation: PostgreSQL host app, group commit off (MAX_BATCH = 1)",
-                    None,
-                    None,
+                    server("no-group-commit", "tracked", "postgresql", batch1),
                 ),
-                (
-                    Server(
-                        "rollback-journal-sqlite",
-                        "tracked",
-                        sqlite("rollback"),
-                        {"BENCH_SQLITE_PRAGMAS": "0"},
-                    ),
-                    many,
+                Subject(
                     "ablation: SQLite host app, rollback journal, synchronous=FULL",
-                    None,
-                    None,
+                    server("rollback-journal", "tracked", "sqlite", rollback),
                 ),
             ]
-        servers = [bare, *(s[0] for s in subjects)]
+        bare = Server("bare", "bare")
+        servers = [bare, *(s.server for s in subjects)]
         log(f"beacon ingest: bare Flask and {len(subjects)} servers, {ROUNDS} rounds each")
         with serving(logdir, *servers, ready="/utm/snippet.js"):
+            many, one = beacons(), beacons(0)
             pairs = [(bare, "/utm/beacon", "beacon.lua", many)]
-            pairs += [(s, "/utm/beacon", "beacon.lua", args) for s, args, *_ in subjects]
+            pairs += [
+                (s.server, "/utm/beacon", "beacon.lua", one if s.one_client else many)
+                for s in subjects
+            ]
             base, *loads = compare(pairs)
         rows = [
-            ratio_row(label, load, base, floor, aim)
-            for (_, _, label, floor, aim), load in zip(subjects, loads, strict=True)
+            ratio_row(s.label, load, base, s.floor, s.aim)
+            for s, load in zip(subjects, loads, strict=True)
         ]
         # "A 2xx means it is stored": every acknowledged beacon has its row.
-        for server, *_ in subjects:
-            stored = count_rows(server.db, "utm_touch")
+        for s in subjects:
+            stored = count_rows(s.server.db, "utm_touch")
             rows.append(
                 Row(
-                    f"acknowledged beacons stored, {server.name}",
+                    f"acknowledged beacons stored, {s.server.name}",
                     f"{stored:,} rows",
-                    f"{server.acknowledged:,} 2xx",
+                    f"{s.server.acknowledged:,} 2xx",
                     None,
                     "rows >= 2xx",
                     "",
-                    stored >= server.acknowledged,
+                    stored >= s.server.acknowledged,
                 )
             )
     return rows
@@ -789,16 +784,20 @@ def memory_figures(logdir: Path) -> list[Row]:
 # -- 7: the standalone scripts -----------------------------------------------------------------
 
 
-def script(name: str, args: list[str], timeout: float) -> tuple[str | None, str]:
+def script(
+    name: str, args: list[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[str | None, str]:
     """Run ``bench/<name>`` with this Python; its standard output, or ``None`` and why not."""
     path = ROOT / "bench" / name
     if not path.exists():
         return None, f"bench/{name} is missing"
+    log(f"bench/{name}")
     started = time.monotonic()
     try:
         proc = subprocess.run(
             [sys.executable, str(path), *args],
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -891,33 +890,44 @@ def snippet_rows() -> list[Row]:
 
 
 def attribution_rows() -> list[Row]:
-    what = "attribution.py (1M LeadSource, 200k conversions)"
-    out, why = script("attribution.py", [], 1200)
+    """The rows of ``attribution.py``: its rebuild time and each model's p50 and slowest run."""
+    what = "attribution.py (1M LeadSource rows, 200k conversions, PostgreSQL)"
+    out, why = script("attribution.py", [], 1500, {"BENCH_DB": PG})
     if out is None:
         return [not_run(what, why)]
     rows = []
+    loaded = next((line for line in out.splitlines() if line.startswith("loaded ")), "")
     for line in out.splitlines():
-        if line.startswith("BENCH "):  # one JSON object per figure, if the script gives them
-            data = json.loads(line[6:])
+        if line.startswith("rebuild"):
+            took = re.search(r"in ([\d.]+) s", line)
             rows.append(
                 Row(
-                    f"attribution: {data['what']}",
-                    str(data["value"]),
-                    str(data.get("baseline", "")),
-                    None,
-                    str(data.get("target", "")),
+                    "attribution: " + line.split(":", 1)[0],
+                    f"{took.group(1)} s" if took else "?",
                     "",
-                    data.get("ok"),
-                    str(data.get("note", "")),
+                    None,
+                    "",
+                    "",
+                    None,
+                    line.split(":", 1)[-1].strip() + (f"; {loaded}" if loaded else ""),
                 )
             )
-    if not rows:  # otherwise every line naming a p50
-        for line in out.splitlines():
-            if "p50" in line:
-                match = re.search(r"p50\D*([\d.,]+\s*m?s)", line)
-                value = match.group(1) if match else line.strip()
-                rows.append(Row(f"attribution: {line.strip()[:120]}", value))
-    return rows or [not_run(what, "no p50 in its output")]
+        figure = re.match(r"(\w+)\s+(.+?)\s+([\d.]+)\s+([\d.]+)\s+< (\d+) (\w+)$", line)
+        if figure:
+            model, by, p50, worst, target, _ = figure.groups()
+            rows.append(
+                Row(
+                    f"attribution: tracker.attribute(model={model}, by={by})",
+                    f"p50 {float(p50):,.0f} ms",
+                    "1M rows, 200k conversions",
+                    None,
+                    f"< {int(target):,} ms",
+                    "",
+                    float(p50) < int(target),
+                    f"max {float(worst):,.0f} ms",
+                )
+            )
+    return rows or [not_run(what, "no figures in its output")]
 
 
 # -- reports on a million rows -----------------------------------------------------------------
@@ -1004,12 +1014,30 @@ def report_figures(runs: int = 5) -> list[Row]:
         log(f"reports: generating {LEADS:,} LeadSource rows")
         started = time.perf_counter()
         generate_leads(url, LEADS)
+        generated = time.perf_counter() - started
         app, db, _ = make_host(True, url)
         # Rows written around the extension reach the reports through `flask utm rebuild`.
+        log(f"reports: rows in {generated:.1f} s; flask utm rebuild")
+        started = time.perf_counter()
         result = app.test_cli_runner().invoke(args=["utm", "rebuild"])
+        took = time.perf_counter() - started
+        failed = ""
         if result.exit_code != 0:
-            return [not_run("reports", f"flask utm rebuild failed: {result.output[-200:]}")]
-        log(f"reports: rows and rebuild in {time.perf_counter() - started:.1f} s; timing")
+            error = result.exception or result.output
+            failed = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        rows.append(
+            Row(
+                "flask utm rebuild (after a bulk INSERT)",
+                f"{took:,.1f} s",
+                f"{LEADS:,} rows",
+                None,
+                "succeeds",
+                "",
+                not failed,
+                failed or "; ".join(result.output.strip().splitlines()),
+            )
+        )
+        log(f"reports: rebuild in {took:.1f} s{'; ' + failed if failed else ''}; timing")
         tracker = app.extensions["utm_tracker"].tracker
         today = datetime.now(timezone.utc).date()
         month = {"start": today - timedelta(days=29), "end": today}
@@ -1045,7 +1073,14 @@ def report_figures(runs: int = 5) -> list[Row]:
         calls.append(("GET /utm/ (dashboard, default 30 days)", dashboard))
         with app.app_context():
             for what, func in calls:
-                p50, worst, first = timed(func, runs)
+                try:
+                    p50, worst, first = timed(func, runs)
+                except Exception as err:  # noqa: BLE001 (a broken report costs only its row)
+                    db.session.remove()
+                    rows.append(
+                        Row(what, "failed", "", None, "< 300 ms", "", False, f"{err!r}"[:200])
+                    )
+                    continue
                 rows.append(
                     Row(
                         what,
@@ -1123,7 +1158,7 @@ def render(rows: list[Row]) -> list[str]:
         for r in rows
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in table]
     return lines
 
 
@@ -1148,28 +1183,27 @@ def main() -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
         logdir = Path(logs)
-        try:
-            if "ingest" in sections:
-                rows += ingest_figures(logdir, options.ablations)
-            if "pages" in sections:
-                rows += page_figures(logdir)
-            if "memory" in sections:
-                rows += memory_figures(logdir)
-        except Exception:
-            for path in sorted(logdir.glob("*.log")):
-                sys.stderr.write(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
-            raise
-    if "limiter" in sections:
-        log("limiter.py")
-        rows += limiter_rows()
-    if "snippet" in sections:
-        log("snippet: gzip size, snippet_cpu.py")
-        rows += snippet_rows()
-    if "attribution" in sections:
-        log("attribution.py")
-        rows += attribution_rows()
-    if "reports" in sections:
-        rows += report_figures()
+        measures: dict[str, t.Callable[[], list[Row]]] = {
+            "ingest": lambda: ingest_figures(logdir, options.ablations),
+            "pages": lambda: page_figures(logdir),
+            "memory": lambda: memory_figures(logdir),
+            "limiter": limiter_rows,
+            "snippet": snippet_rows,
+            "attribution": attribution_rows,
+            "reports": report_figures,
+        }
+        for section in sections:
+            try:
+                rows += measures[section]()
+            except Exception as err:  # one broken section must not cost the others
+                traceback.print_exc()
+                for path in sorted(logdir.glob("*.log")):
+                    text = path.read_text(errors="replace")[-3000:]
+                    if text:
+                        sys.stderr.write(f"--- {path.name}\n{text}")
+                    path.unlink()
+                reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160]}"
+                rows.append(Row(f"section {section}", "not run", ok=False, note=reason))
     elapsed = time.monotonic() - started
     load_end = loadavg()
     table = render(rows)
