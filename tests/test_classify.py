@@ -107,8 +107,8 @@ def test_classify(url: str, medium: str, source: str, term: str | None) -> None:
     [
         ("https://shop.example.com/", "internal"),
         ("https://SHOP.example.com:443/cart", "internal"),
-        ("https://example.com/", "referral"),  # the site's hosts match exactly
-        ("https://blog.shop.example.com/", "referral"),
+        ("https://example.com/", "referral"),  # a parent domain is another site
+        ("https://blog.shop.example.com/", "internal"),  # sub-domains are the site, as in JS
         ("https://checkout.stripe.com/pay/cs_1", "internal"),
         ("https://www.paypal.com/checkoutnow", "internal"),
         ("https://paypal.com/", "internal"),

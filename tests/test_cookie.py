@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import sqlalchemy as sa
 from flask_utm_tracker import cookie as cookies
 from hypothesis import given
 from hypothesis import strategies as st
@@ -56,3 +57,36 @@ def test_a_beacon_answers_with_the_browsers_cookie_under_the_servers_id() -> Non
     assert write and state.visitor_id == "server-id" and state.pending == pending
     state, write = cookies.for_beacon(None, "server-id")
     assert write and state.visitor_id == "server-id" and state.pending == []
+
+
+def test_rotating_the_secret_key_keeps_the_claims() -> None:
+    """Flask's SECRET_KEY_FALLBACKS: cookies signed with an old key still name their browser;
+    new ones are signed with the current key."""
+    browser = cookies.Browser("visitor-1", 1_764_400_000_000)
+    old = cookies.sign("old secret", browser)
+    assert cookies.unsign(["old secret", "new secret"], old) == browser
+    new = cookies.sign(["old secret", "new secret"], browser)
+    assert cookies.unsign("new secret", new) == browser
+    assert cookies.unsign("old secret", new) is None
+
+
+def test_a_login_after_a_key_rotation_claims_the_browsers_touches(db_url: str) -> None:
+    before = make_app(db_url, SECRET_KEY="old secret")
+    client = before.app.test_client()
+    body = {"v": "v", "touches": [{"id": "t1", "params": {"utm_source": "news"}}]}
+    assert client.post("/utm/beacon", json=body).status_code == 204
+    signed = client.get_cookie("utm_tracker_id").value
+    after = make_app(db_url, SECRET_KEY="new secret", SECRET_KEY_FALLBACKS=["old secret"])
+    later = after.app.test_client()
+    later.set_cookie("utm_tracker_id", signed)
+    assert later.post("/login/ann@example.com").status_code == 200
+    with after.app.app_context():
+        rows = after.db.session.scalars(sa.select(after.tracker.LeadSource)).all()
+        assert [r.touch_id for r in rows] == ["t1"]
+
+
+def test_the_script_tag_names_the_site_hosts(db_url: str) -> None:
+    env = make_app(db_url, UTM_TRACKER_SITE_HOSTS=["www.example.com", "shop.example.com"])
+    with env.app.test_request_context():
+        tag = env.tracker.script_tag()
+    assert 'data-site-hosts="www.example.com,shop.example.com"' in tag

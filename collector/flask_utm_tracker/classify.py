@@ -386,7 +386,8 @@ def classify_referrer(
     Never raises on any string, however broken.
 
     :param url: the referrer URL.
-    :param site_hosts: the site's own hosts: a referrer from exactly one of them is ``"internal"``.
+    :param site_hosts: the site's own hosts: a referrer from one of them or a sub-domain of one
+        is ``"internal"`` (as the snippet's ``data-site-hosts``).
     :param excluded: hosts that are never a referrer, with their subdomains (payment gateways
         such as ``checkout.stripe.com``, ``paypal.com``): ``"internal"`` too.
     :return: None when ``url`` is empty, not http(s) or unparseable, else a :class:`Referrer`. The
@@ -427,7 +428,7 @@ def _classify(url: str, site_hosts: tuple[str, ...], excluded: tuple[str, ...]) 
     suffixes = {".".join(labels[i:]) for i in range(len(labels))}
 
     own, skipped = _host_sets(site_hosts, excluded)
-    if host in own or not suffixes.isdisjoint(skipped):
+    if not suffixes.isdisjoint(own) or not suffixes.isdisjoint(skipped):
         return Referrer("internal", bare)
 
     index, spam = _index()

@@ -34,7 +34,8 @@ ALLOWED_ORIGINS: list[str] = []
 CAPTURE_QUERYSTRING = True
 #: Honour Global Privacy Control (``Sec-GPC: 1``, ``navigator.globalPrivacyControl``).
 RESPECT_GPC = True
-#: Other host names of this site, never counted as referrers (the request's own host always is).
+#: Other host names of this site (with their sub-domains), never counted as referrers (nor is
+#: the request's own host); the snippet's tag gets them as ``data-site-hosts``.
 SITE_HOSTS: list[str] = []
 #: Referrer domains that never make a touch (payment gateways, sign-in providers), sub-domains too.
 EXCLUDED_REFERRERS: list[str] = [

@@ -8,7 +8,7 @@ mistake it for SQL and RFC 6265's cookie-octet rules hold::
      "l": {"id": "...", "ts": 1700000000000, "params": {...}}}   # the latest touch
 
 A pending touch has the beacon's shape: ``{"id", "ts", "url", "referrer", "params"}``. The
-encoded value stays under :data:`MAX_LENGTH` characters: URLs are cut to :data:`URL_LIMIT` and the
+encoded value is at most :data:`MAX_LENGTH` characters: URLs are cut to :data:`URL_LIMIT` and the
 oldest pending touches after the first are dropped first.
 """
 
@@ -122,16 +122,22 @@ class Browser:
     new: bool = False
 
 
-def _signer(secret: str | bytes) -> Signer:
-    return Signer(secret, salt=SIGNED_SALT)
+#: The secret, or the secrets oldest first (``SECRET_KEY_FALLBACKS``, then ``SECRET_KEY``): the
+#: newest signs, every one verifies, so rotating the key keeps the visitors' claims.
+Secret = str | bytes | t.Sequence[str | bytes]
 
 
-def sign(secret: str | bytes, browser: Browser) -> str:
+def _signer(secret: Secret) -> Signer:
+    keys = [secret] if isinstance(secret, (str, bytes)) else list(secret)
+    return Signer([k.encode("utf-8") if isinstance(k, str) else k for k in keys], salt=SIGNED_SALT)
+
+
+def sign(secret: Secret, browser: Browser) -> str:
     """The signed cookie's value for ``browser``."""
     return _signer(secret).sign(f"{browser.visitor_id}.{browser.first_ms}").decode("ascii")
 
 
-def unsign(secret: str | bytes, value: str | None) -> Browser | None:
+def unsign(secret: Secret, value: str | None) -> Browser | None:
     """The browser a signed cookie value names, or ``None`` for anything the server did not
     sign (never raises)."""
     if not value or len(value) > 200:

@@ -762,7 +762,9 @@ def add_commands(group: AppGroup, tracker: t.Any) -> None:
         """Send every conversion not yet delivered to each destination, once."""
         found = _destinations(only)
         if not found:
-            click.echo(f"No destinations: set {CONFIG_KEY} (see the README).", err=True)
+            click.echo(
+                f"No destinations: set {CONFIG_KEY} (see the docs' conversions page).", err=True
+            )
             return
         outbox = Outbox(tracker, _config())
         for destination in found:
@@ -792,7 +794,7 @@ def add_commands(group: AppGroup, tracker: t.Any) -> None:
         except ConfigurationError as err:
             raise click.UsageError(str(err)) from None
         if not found:
-            click.echo(f"No destinations: set {CONFIG_KEY} (see the README).")
+            click.echo(f"No destinations: set {CONFIG_KEY} (see the docs' conversions page).")
             return
         for s in found:
             click.echo(f"{s.destination} ({s.title})")

@@ -213,6 +213,8 @@ class UTMTracker:
             data["cookie-domain"] = settings.cookie_domain
         if settings.custom_tags:
             data["custom-tags"] = ",".join(settings.custom_tags)
+        if settings.site_hosts:
+            data["site-hosts"] = ",".join(settings.site_hosts)
         if settings.cookie_max_age != 365 * 24 * 3600:
             data["max-age"] = settings.cookie_max_age
         if not settings.respect_gpc:
@@ -316,7 +318,7 @@ class UTMTracker:
         ``create`` (its cookie then written by :meth:`set_cookie`). ``None`` without one, or
         when the app has no ``SECRET_KEY`` to sign with.
         """
-        secret = current_app.secret_key
+        secret = _secrets()
         if not secret:
             return None
         value = cookies.from_request(request, settings.cookie_name + SIGNED_SUFFIX)
@@ -338,7 +340,7 @@ class UTMTracker:
             "Set-Cookie",
             self.cookie_header(settings.cookie_name, cookies.encode(state), settings, scheme),
         )
-        secret = current_app.secret_key
+        secret = _secrets()
         if browser is not None and browser.new and secret:
             value = cookies.sign(secret, browser)
             name = settings.cookie_name + SIGNED_SUFFIX
@@ -420,6 +422,16 @@ class UTMTracker:
             for row in inserted:
                 lead_source_created.send(app, lead_source=self.LeadSource(**row))
         return True
+
+
+def _secrets() -> list[str | bytes]:
+    """The app's signing keys, oldest first: ``SECRET_KEY_FALLBACKS`` (Flask's key rotation),
+    then ``SECRET_KEY``; empty without a secret key."""
+    app = current_app
+    if not app.secret_key:
+        return []
+    fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
+    return [*fallbacks, app.secret_key]
 
 
 def _exempt_from_csrf(app: Flask) -> None:

@@ -10,8 +10,8 @@ also columns, as in django-utm-tracker).
 
 Two more tables serve the reports (see :mod:`flask_utm_tracker.rollup`): ``Lead`` (one row per
 user with a ``LeadSource`` row: the sign-up time and a fingerprint of the user's rows, kept in
-step at write time) and ``LeadDay`` (the attribution numbers per sign-up day, rebuilt from
-``Lead`` and ``LeadSource`` when a day's fingerprint changes). Both are derived data:
+step at write time) and ``LeadDay`` (the attribution numbers per sign-up day, computed again
+for a user's days whenever their lead sources are written). Both are derived data:
 ``flask utm rebuild`` makes them again from ``LeadSource``.
 """
 

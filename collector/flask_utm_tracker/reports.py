@@ -29,10 +29,11 @@ Attribution models:
 channel without attribution; the groups add up to more than the total).
 
 The numbers come from the ``LeadDay`` table (per sign-up day, per value of each dimension, under
-every model), which :mod:`flask_utm_tracker.rollup` keeps in step with ``LeadSource``: a report
-first brings the days of its range up to date (usually nothing to do), then sums a few rows per
-day, so its cost follows the number of days and values, not of touches. Only the grouped rows
-reach Python.
+every model), which the writers keep in step with ``LeadSource`` (see
+:mod:`flask_utm_tracker.rollup`): a report only reads, summing a few rows per day (a day whose
+users were deleted since is computed in the query), so its cost follows the number of days and
+values, not of touches. Only the grouped rows reach Python. With ``UTM_TRACKER_REPORTS_BIND``
+the queries run on that bind (a read replica).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""marshmallow schemas: the beacon's input and the ``LeadSource`` output."""
+"""marshmallow schemas: the one check of a touch (beacon, cookie, session stash, link token), the
+beacon's body and the JSON error answers."""
 
 from __future__ import annotations
 
@@ -77,7 +78,13 @@ class BeaconSchema(Schema):
     v = fields.String(
         required=True,
         validate=_id,
-        metadata={"description": "The visitor id.", "pattern": _ID_PATTERN},
+        metadata={
+            "description": (
+                "The snippet's visitor id. Informational: the touches are stored under the"
+                " server's own visitor id of the browser (its signed cookie), never this one."
+            ),
+            "pattern": _ID_PATTERN,
+        },
     )
     touches = fields.List(
         fields.Nested(TouchSchema),

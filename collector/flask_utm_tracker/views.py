@@ -1,4 +1,5 @@
-"""The blueprint: ``POST /beacon``, ``GET /snippet.js``, the dashboard, ``GET /openapi.json``."""
+"""The blueprint: ``POST /beacon`` and ``GET /snippet.js`` (and its parts); ``init_app`` adds the
+dashboard's and the OpenAPI document's routes to it."""
 
 from __future__ import annotations
 
