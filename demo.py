@@ -1,6 +1,6 @@
 """The demo site: a landing page, sign-up and login, an account page listing the user's lead
-sources and purchases (with a "buy" button that records a conversion), and the dashboard for the
-admin.
+sources and purchases (with a "buy" button that records a conversion) and the user's invite link,
+an invite page saying who invited, and the dashboard for the admin (users named by their email).
 
     flask --app demo run                 # SQLite in instance/demo.db
     DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test flask --app demo run
@@ -15,7 +15,17 @@ import secrets
 import typing as t
 
 import sqlalchemy as sa
-from flask import Flask, flash, redirect, render_template, request, url_for
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import (
     LoginManager,
     UserMixin,
@@ -26,6 +36,7 @@ from flask_login import (
 )
 from flask_sqlalchemy import SQLAlchemy
 from flask_utm_tracker import UTMTracker, stash_touch
+from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 db = SQLAlchemy()
@@ -54,6 +65,35 @@ def admin_only() -> bool:
     return bool(current_user.is_authenticated and current_user.is_admin)
 
 
+@tracker.user_label
+def user_email(user: User) -> str:
+    # The dashboard's user column shows this instead of the primary key.
+    return str(user.email)
+
+
+def _invites() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.secret_key, salt="demo-invite")
+
+
+def invite_code(user: User) -> str:
+    """The user's invite code: their id, signed, so a code cannot be guessed from another."""
+    return str(_invites().dumps(user.id))
+
+
+def inviter_of(code: str) -> User | None:
+    try:
+        user_id = _invites().loads(code)
+    except BadSignature:
+        return None
+    return db.session.get(User, user_id) if isinstance(user_id, int) else None
+
+
+def current_inviter() -> User | None:
+    """Who invited this browser (kept in the session by the invite page), if anyone."""
+    user_id = session.get("invited_by")
+    return db.session.get(User, user_id) if isinstance(user_id, int) else None
+
+
 def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
@@ -71,13 +111,22 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     @app.route("/")
     def landing() -> str:
-        return render_template("landing.html")
+        first = db.session.scalar(sa.select(User).order_by(User.id).limit(1))
+        return render_template("landing.html", example_inviter=first, invite_code=invite_code)
 
     @app.route("/invite/<code>")
     def invite(code: str) -> t.Any:
+        inviter = inviter_of(code)
+        if inviter is None:
+            abort(404)
         # The referral-program recipe: an invite link becomes a touch of its own.
         stash_touch(source="invite", medium="referral", campaign="friends", term=code)
-        return redirect(url_for("signup"))
+        session["invited_by"] = inviter.id
+        return render_template("invite.html", inviter=inviter)
+
+    @app.errorhandler(404)
+    def not_found(error: t.Any) -> t.Any:
+        return render_template("not_found.html"), 404
 
     @app.route("/signup", methods=["GET", "POST"])
     def signup() -> t.Any:
@@ -95,9 +144,10 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
                 )
                 db.session.add(user)
                 db.session.commit()
+                session.pop("invited_by", None)
                 login_user(user)
                 return redirect(url_for("account"))
-        return render_template("signup.html", mode="signup")
+        return render_template("signup.html", mode="signup", inviter=current_inviter())
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> t.Any:
@@ -108,7 +158,7 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
                 login_user(user)
                 return redirect(url_for("account"))
             flash("Wrong email address or password.")
-        return render_template("signup.html", mode="login")
+        return render_template("signup.html", mode="login", inviter=None)
 
     @app.route("/logout", methods=["POST"])
     def logout() -> t.Any:
@@ -128,7 +178,12 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
             .where(conversion.user_id == current_user.id)
             .order_by(conversion.occurred_at.desc())
         ).all()
-        return render_template("account.html", sources=sources, purchases=purchases)
+        return render_template(
+            "account.html",
+            sources=sources,
+            purchases=purchases,
+            invite_url=url_for("invite", code=invite_code(current_user), _external=True),
+        )
 
     @app.route("/buy", methods=["POST"])
     @login_required
