@@ -16,8 +16,8 @@ from flask_utm_tracker.abuse import RateLimiter
 from flask_utm_tracker.config import ConfigError
 
 from .conftest import REDIS_VAR, HostApp, make_app, service_url
+from .helpers import VISITOR, beacon, touch, touches
 from .servers import gunicorn, post_beacon
-from .test_beacon import VISITOR, beacon, touch, touches
 
 
 def limiter(limit: str = "3/minute", uri: str = "memory://", **options: t.Any) -> RateLimiter:

@@ -3,22 +3,18 @@ against a brute-force exact computation."""
 
 from __future__ import annotations
 
-import secrets
 import typing as t
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from fractions import Fraction
 
 import pytest
 from flask_utm_tracker import attribution, conversion_reports
 from flask_utm_tracker.attribution import Touch, collapse, credits, removal_effects
-from flask_utm_tracker.channels import channel_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .builders import DAY, T0, add_lead
 from .conftest import HostApp, make_app
-
-T0 = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
-DAY = timedelta(days=1)
 
 
 def path(*keys: str, ages: t.Sequence[float] | None = None) -> list[Touch]:
@@ -162,28 +158,6 @@ def test_removal_effects_match_brute_force(
 # -- attribute() on a database ------------------------------------------------------------------
 
 
-def add_user(env: HostApp, touches: t.Sequence[tuple[str, str, str, datetime]] = ()) -> int:
-    """A user with ``LeadSource`` rows ``(source, medium, campaign, timestamp)``."""
-    db, tracker = env.db, env.tracker
-    user = env.User(email=f"{secrets.token_hex(6)}@example.com")
-    db.session.add(user)
-    db.session.flush()
-    for source, medium, campaign, when in touches:
-        db.session.add(
-            tracker.LeadSource(
-                user_id=user.id,
-                touch_id=secrets.token_hex(8),
-                source=source,
-                medium=medium,
-                campaign=campaign,
-                channel=channel_for(source, medium, campaign),
-                timestamp=when,
-            )
-        )
-    db.session.commit()
-    return int(user.id)
-
-
 @pytest.fixture
 def example(db_url: str) -> t.Iterator[HostApp]:
     """Two purchasers:
@@ -201,7 +175,7 @@ def example(db_url: str) -> t.Iterator[HostApp]:
 
 def build_example(env: HostApp) -> HostApp:
     at = T0
-    u1 = add_user(
+    u1 = add_lead(
         env,
         [
             ("google", "cpc", "spring", at - 10 * DAY),
@@ -209,7 +183,7 @@ def build_example(env: HostApp) -> HostApp:
             ("google", "cpc", "summer", at - 1 * DAY),
         ],
     )
-    u2 = add_user(
+    u2 = add_lead(
         env,
         [
             ("bing", "cpc", "old", at - 200 * DAY),
@@ -217,7 +191,7 @@ def build_example(env: HostApp) -> HostApp:
             ("google", "cpc", "later", at + 1 * DAY),
         ],
     )
-    u3 = add_user(env)
+    u3 = add_lead(env)
     env.tracker.record_conversion(u1, "purchase", value=100, currency="EUR", occurred_at=at)
     env.tracker.record_conversion(u2, "purchase", value=50, currency="USD", occurred_at=at)
     env.tracker.record_conversion(u3, "purchase", value=30, currency="EUR", occurred_at=at)
@@ -332,10 +306,10 @@ def test_data_driven_worked_example(db_url: str) -> None:
     share_a = re_a / (re_a + re_b)
     env = make_app(db_url)
     with env.app.app_context():
-        one = add_user(env, [("a", "x", "", T0 - 2 * DAY), ("b", "x", "", T0 - DAY)])
-        two = add_user(env, [("a", "x", "", T0 - DAY)])
+        one = add_lead(env, [("a", "x", "", T0 - 2 * DAY), ("b", "x", "", T0 - DAY)])
+        two = add_lead(env, [("a", "x", "", T0 - DAY)])
         for _ in range(100):
-            add_user(env, [("b", "x", "", T0 - DAY)])
+            add_lead(env, [("b", "x", "", T0 - DAY)])
         env.tracker.record_conversion(one, "purchase", value=10, currency="EUR", occurred_at=T0)
         env.tracker.record_conversion(two, "purchase", value=20, currency="EUR", occurred_at=T0)
         # The null users' paths were written around the extension (ORM inserts): rebuild.
@@ -349,7 +323,7 @@ def test_data_driven_worked_example(db_url: str) -> None:
         assert rows["b"]["conversions"] == pytest.approx(float(2 * (1 - share_a)))
         assert rows["a"]["revenue"] == pytest.approx({"EUR": float(30 * share_a)})
         # A conversion without a touch is (direct), outside the chain.
-        three = add_user(env)
+        three = add_lead(env)
         env.tracker.record_conversion(three, "purchase", value=5, currency="USD", occurred_at=T0)
         rows = by_key(env.tracker.attribute(name="purchase", model="data_driven", by="source"))
         assert rows["(direct)"]["conversions"] == 1.0

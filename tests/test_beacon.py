@@ -10,31 +10,7 @@ import sqlalchemy as sa
 from flask_utm_tracker import cookie as cookies
 
 from .conftest import HostApp, make_app
-from .test_extension import login, rows
-
-VISITOR = "Vis1tor_ABCDEFGHIJKLMN"
-
-
-def touch(n: int = 1, **extra: t.Any) -> dict[str, t.Any]:
-    return {
-        "id": f"touch-{n}",
-        "ts": 1_750_000_000_000 + n,
-        "url": f"https://www.example.com/pricing?utm_source=News&utm_medium=Email&utm_campaign=c{n}",
-        "referrer": "https://mail.google.com/",
-        **extra,
-    }
-
-
-def beacon(client: t.Any, body: t.Any, **kwargs: t.Any) -> t.Any:
-    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    kwargs.setdefault("content_type", "text/plain")
-    return client.post("/utm/beacon", data=data, **kwargs)
-
-
-def touches(env: HostApp) -> list[t.Any]:
-    with env.app.app_context():
-        model = env.tracker.Touch
-        return list(env.db.session.scalars(sa.select(model).order_by(model.id)))
+from .helpers import VISITOR, beacon, login, rows, touch, touches
 
 
 def test_anonymous_beacon_then_login(env: HostApp, client: t.Any) -> None:

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from flask_utm_tracker.cli import neutralise, printable
 from flask_utm_tracker.models import utcnow
 
+from .builders import add_user, at, build, touch
 from .conftest import HostApp, make_app
-from .test_reports import add_user, at, build, touch
 
 
 @pytest.fixture
@@ -233,8 +233,8 @@ def test_printable() -> None:
 
 @pytest.fixture
 def sales(env: HostApp) -> HostApp:
-    from .test_attribution import T0
-    from .test_attribution import add_user as add_buyer
+    from .builders import T0
+    from .builders import add_lead as add_buyer
 
     day = timedelta(days=1)
     with env.app.app_context():

@@ -8,8 +8,7 @@ import pytest
 from flask_utm_tracker import cookie as cookies
 
 from .conftest import HostApp
-from .test_beacon import VISITOR, beacon
-from .test_extension import login, rows
+from .helpers import VISITOR, beacon, login, rows
 
 TOUCHES = [
     {"id": f"pending-{n:02d}", "ts": 1_750_000_000_000 + n, "params": {"utm_source": f"s{n}"}}

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 from flask_utm_tracker import conversion_recorded, conversions
 
+from .builders import T0, add_lead
 from .conftest import HostApp, make_app
-from .test_attribution import T0, add_user
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def count(env: HostApp) -> int:
 
 
 def test_record_returns_the_row_and_sends_the_signal(ctx: HostApp) -> None:
-    user = add_user(ctx, [("google", "cpc", "x", T0 - timedelta(days=1))])
+    user = add_lead(ctx, [("google", "cpc", "x", T0 - timedelta(days=1))])
     seen: list[t.Any] = []
 
     def receiver(sender: t.Any, conversion: t.Any) -> None:
@@ -54,7 +54,7 @@ def test_record_returns_the_row_and_sends_the_signal(ctx: HostApp) -> None:
 
 
 def test_user_instance_or_key_and_defaults(ctx: HostApp) -> None:
-    user_id = add_user(ctx)
+    user_id = add_lead(ctx)
     user = ctx.db.session.get(ctx.User, user_id)
     before = datetime.now(timezone.utc)
     one = ctx.tracker.record_conversion(user, "sign_up")
@@ -66,11 +66,11 @@ def test_user_instance_or_key_and_defaults(ctx: HostApp) -> None:
 
 def test_the_default_currency_comes_from_the_config(ctx: HostApp) -> None:
     ctx.app.config["UTM_TRACKER_CURRENCY"] = "EUR"
-    assert ctx.tracker.record_conversion(add_user(ctx), "purchase", value=1).currency == "EUR"
+    assert ctx.tracker.record_conversion(add_lead(ctx), "purchase", value=1).currency == "EUR"
 
 
 def test_occurred_at_aware_or_naive_utc(ctx: HostApp) -> None:
-    user = add_user(ctx)
+    user = add_lead(ctx)
     paris = timezone(timedelta(hours=1))
     aware = ctx.tracker.record_conversion(
         user, "a", occurred_at=datetime(2025, 3, 1, 13, tzinfo=paris)
@@ -107,7 +107,7 @@ def test_occurred_at_aware_or_naive_utc(ctx: HostApp) -> None:
 def test_bad_input_raises_and_writes_nothing(
     ctx: HostApp, kwargs: dict[str, t.Any], message: str
 ) -> None:
-    args = {"user": add_user(ctx), "name": "purchase", "value": 1, "order_id": "o-1", **kwargs}
+    args = {"user": add_lead(ctx), "name": "purchase", "value": 1, "order_id": "o-1", **kwargs}
     with pytest.raises(ValueError, match=message):
         ctx.tracker.record_conversion(args.pop("user"), args.pop("name"), **args)
     assert count(ctx) == 0
@@ -120,7 +120,7 @@ def test_a_user_without_a_primary_key(ctx: HostApp) -> None:
 
 
 def test_restatement_updates_the_same_row(ctx: HostApp) -> None:
-    user = add_user(ctx, [("google", "cpc", "x", T0 - timedelta(days=1))])
+    user = add_lead(ctx, [("google", "cpc", "x", T0 - timedelta(days=1))])
     first = ctx.tracker.record_conversion(
         user, "purchase", value=100, currency="EUR", order_id="A-1", occurred_at=T0
     )
@@ -147,7 +147,7 @@ def test_restatement_updates_the_same_row(ctx: HostApp) -> None:
 def test_concurrent_calls_record_once(db_url: str) -> None:
     env = make_app(db_url)
     with env.app.app_context():
-        user = add_user(env, [("google", "cpc", "x", T0 - timedelta(days=1))])
+        user = add_lead(env, [("google", "cpc", "x", T0 - timedelta(days=1))])
     ids: list[int] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)
@@ -181,7 +181,7 @@ def test_concurrent_calls_record_once(db_url: str) -> None:
 
 
 def test_commits_on_its_own_in_and_out_of_a_request(ctx: HostApp) -> None:
-    user = add_user(ctx)
+    user = add_lead(ctx)
     ctx.db.session.add(ctx.User(email="pending@example.com"))  # the host's unit of work
     ctx.tracker.record_conversion(user, "outside")
     ctx.db.session.rollback()
@@ -192,7 +192,7 @@ def test_commits_on_its_own_in_and_out_of_a_request(ctx: HostApp) -> None:
 
 def test_credits_follow_touches_written_later(ctx: HostApp) -> None:
     """A touch recorded after the conversion (another device's login) joins its path."""
-    user = add_user(ctx)
+    user = add_lead(ctx)
     ctx.tracker.record_conversion(user, "purchase", value=10, occurred_at=T0)
     assert ctx.tracker.attribute(name="purchase", model="last")[0]["key"] == "(direct)"
     lead = ctx.tracker.LeadSource.__table__
@@ -220,8 +220,8 @@ def test_credits_follow_touches_written_later(ctx: HostApp) -> None:
 
 
 def test_deleting_a_user_through_the_orm_takes_the_credit_back(ctx: HostApp) -> None:
-    keep = add_user(ctx, [("google", "cpc", "", T0 - timedelta(days=1))])
-    gone = add_user(ctx, [("google", "cpc", "", T0 - timedelta(days=1))])
+    keep = add_lead(ctx, [("google", "cpc", "", T0 - timedelta(days=1))])
+    gone = add_lead(ctx, [("google", "cpc", "", T0 - timedelta(days=1))])
     ctx.tracker.record_conversion(keep, "purchase", value=1, occurred_at=T0)
     ctx.tracker.record_conversion(gone, "purchase", value=2, occurred_at=T0)
     assert ctx.tracker.attribute()[0]["conversions"] == 2.0

@@ -11,8 +11,8 @@ from flask_login import current_user
 from flask_utm_tracker import dashboard, reports
 from marshmallow import ValidationError
 
+from .builders import add_user, at, build, touch
 from .conftest import HostApp
-from .test_reports import add_user, at, build, touch
 
 MARCH = "start=2024-03-01&end=2024-03-31"
 XSS_SOURCE = "<script>alert('source')</script>"
@@ -224,7 +224,7 @@ def test_valid_filters_show_what_is_in_use(admin: t.Any) -> None:
 def test_users_are_named_by_the_hosts_label(admin: t.Any, env: HostApp) -> None:
     def cell(html: str) -> list[str]:
         latest = html.split('id="latest"')[1]
-        return re.findall(r'<td class="user">(.*?)</td>', latest)
+        return re.findall(r'<td class="user"[^>]*>(.*?)</td>', latest)
 
     with env.app.app_context():
         ids = sorted(env.db.session.scalars(env.db.select(env.User.id)))
@@ -460,7 +460,7 @@ def buyer(env: HostApp) -> t.Any:
     """The admin's client, on an app with two purchases and some spend, in March 2024."""
     from datetime import datetime, timezone
 
-    from .test_attribution import add_user as add_buyer
+    from .builders import add_lead as add_buyer
 
     allow_admin(env)
     when = datetime(2024, 3, 10, 12, tzinfo=timezone.utc)

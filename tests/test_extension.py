@@ -6,28 +6,10 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
-from flask_utm_tracker import cookie as cookies
 from flask_utm_tracker import lead_source_created, stash_touch
 
 from .conftest import HostApp, make_app
-
-
-def rows(env: HostApp, user_email: str | None = None) -> list[t.Any]:
-    with env.app.app_context():
-        query = sa.select(env.tracker.LeadSource).order_by(env.tracker.LeadSource.id)
-        if user_email is not None:
-            query = query.join(env.User).where(env.User.email == user_email)
-        return list(env.db.session.scalars(query))
-
-
-def login(client: t.Any, email: str = "ann@example.com") -> None:
-    assert client.post(f"/login/{email}").status_code == 200
-
-
-def pending(client: t.Any) -> list[dict[str, t.Any]]:
-    value = client.get_cookie("utm_tracker")
-    state = cookies.decode(value.value if value else None)
-    return state.pending if state else []
+from .helpers import login, pending, rows
 
 
 def test_anonymous_visit_writes_nothing(env: HostApp, client: t.Any) -> None:

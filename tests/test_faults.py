@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from flask_utm_tracker import cookie as cookies
 
 from .conftest import POSTGRES_VAR, make_app, service_url
+from .helpers import beacon
 from .servers import free_port, gunicorn, post_beacon
-from .test_beacon import beacon
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pytest
 from flask_utm_tracker import openapi
 
 from .conftest import HostApp, make_app
-from .test_dashboard import allow_admin
+from .helpers import allow_admin
 
 COMMITTED = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 REGENERATE = "python -m flask_utm_tracker.openapi > docs/openapi.json"

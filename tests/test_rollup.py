@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from flask_utm_tracker import reports, rollup
 
+from .builders import MARCH, add_user, at, build, by_key, touch
 from .conftest import HostApp, make_app
-from .test_extension import login
-from .test_reports import MARCH, add_user, at, build, by_key, touch
+from .helpers import login
 
 
 def first_by_channel(env: HostApp, **span: t.Any) -> dict[str, float]:
@@ -176,7 +176,7 @@ def test_erase_drops_the_users_lead(env: HostApp) -> None:
 
 
 def test_sign_up_created_at_in_step(db_url: str) -> None:
-    from .test_reports import make_app_with_signup
+    from .builders import make_app_with_signup
 
     env = make_app_with_signup(db_url)
     with env.app.app_context():
@@ -215,8 +215,6 @@ def test_reports_read_from_a_replica_bind(db_url: str) -> None:
         assert first_by_channel(env, **MARCH) == {"Paid Search": 1, "Email": 1, "Referral": 1}
         assert reports.totals(env.tracker, **MARCH).leads == 3
         assert used  # the replica answered
-        for engine in env.db.engines.values():
-            engine.dispose()
 
 
 def test_an_unknown_reports_bind_is_a_config_error(db_url: str) -> None:

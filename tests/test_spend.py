@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from .builders import T0, add_lead
 from .conftest import HostApp
-from .test_attribution import T0, add_user
 
 HEADER = "date,utm_source,utm_medium,utm_campaign,utm_id,cost,currency"
 
@@ -100,8 +100,8 @@ def test_not_utf8(env: HostApp, runner: t.Any, tmp_path: Path) -> None:
 def test_roas_and_cpa(env: HostApp, runner: t.Any, tmp_path: Path) -> None:
     day = timedelta(days=1)
     with env.app.app_context():
-        paid = add_user(env, [("google", "cpc", "spring", T0 - day)])
-        mail = add_user(env, [("newsletter", "email", "spring", T0 - day)])
+        paid = add_lead(env, [("google", "cpc", "spring", T0 - day)])
+        mail = add_lead(env, [("newsletter", "email", "spring", T0 - day)])
         env.tracker.record_conversion(paid, "purchase", value=300, currency="EUR", occurred_at=T0)
         env.tracker.record_conversion(paid, "purchase", value=100, currency="EUR", occurred_at=T0)
         env.tracker.record_conversion(mail, "purchase", value=50, currency="USD", occurred_at=T0)

@@ -12,7 +12,7 @@ from flask_utm_tracker import store, touch_recorded
 from flask_utm_tracker.touches import rows_of
 
 from .conftest import HostApp, make_app
-from .test_beacon import beacon, touch, touches
+from .helpers import beacon, touch, touches
 
 
 def test_concurrent_beacons_are_batched_and_each_stored_once(

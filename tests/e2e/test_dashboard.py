@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import add_user, at, build, touch
 from tests.conftest import HostApp, make_app
 from tests.e2e.conftest import ARGS, CHROMIUM
-from tests.test_reports import add_user, at, build, touch
 
 MARCH = "start=2024-03-01&end=2024-03-31"
 XSS_SOURCE = '<img src=x onerror="window.__xss = 1">'
@@ -190,7 +190,7 @@ def test_an_xss_payload_stays_text(served: Served, tab: Page) -> None:
 def test_conversions_model_switch(served: Served, tab: Page) -> None:
     from datetime import datetime, timedelta, timezone
 
-    from tests.test_attribution import add_user as add_buyer
+    from tests.builders import add_lead as add_buyer
 
     when = datetime(2024, 3, 15, 12, tzinfo=timezone.utc)
     day = timedelta(days=1)

@@ -99,7 +99,7 @@ def test_collector_outage_then_recovery_gives_one_row(
     tab.page.evaluate("utmTracker.flush()")
     tab.goto(s.url(s.landing("fourth")))
     assert len(tab.beacons) == sent, "acknowledged: nothing left to send"
-    s.wait_rows("Touch", 1)
+    assert {row.touch_id for row in s.wait_rows("Touch", 1, at_least=True)} == {touch.touch_id}
 
     tab.login()
     [lead] = s.wait_rows("LeadSource", 1)
