@@ -719,39 +719,58 @@ def page_figures(logdir: Path) -> list[Row]:
 # -- 5: a worker after a million clients -------------------------------------------------------
 
 
+def feed_limiter(server: Server, clients: int) -> float:
+    """Send ``clients`` distinct addresses through the limiter of ``server``'s worker, in
+    requests of 50,000 (``apps.add_limiter_feed``); the seconds the worker spent on them."""
+    fed, took, chunk = 0, 0.0, 50_000
+    while fed < clients:
+        count = min(chunk, clients - fed)
+        request = urllib.request.Request(
+            f"{server.urls[0]}/_bench/limiter-feed?start={fed}&count={count}", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            took += json.loads(response.read())["seconds"]
+        fed += count
+    return took
+
+
 def memory_figures(logdir: Path) -> list[Row]:
-    """Two single-worker servers of the host app (SQLite) on core 0, the same traffic for both;
-    one of them has then :data:`CLIENTS` distinct client addresses sent through its own rate
-    limiter (the bench-only route of ``apps.add_limiter_feed``: driving a million addresses
-    through HTTP would take most of an hour here). Its RSS against the fresh one's, and their
-    plain-page p99 in alternating rounds."""
+    """Single-worker servers of the host app (SQLite) on core 0, the same HTTP traffic for each;
+    all but the fresh one then have :data:`CLIENTS` distinct client addresses sent through their
+    own rate limiter (the bench-only route of ``apps.add_limiter_feed``: driving a million
+    addresses through HTTP would take most of an hour here). Their RSS against the fresh one's,
+    and the used and fresh workers' plain-page p99 in alternating rounds.
+
+    The ablation runs the used worker with ``MALLOC_ARENA_MAX=2``: glibc gives each thread that
+    allocates its own malloc arena (up to 8 per core), and memory freed in one arena is not
+    reused by the threads of another.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         feed = {"BENCH_FEED": "1"}
-        fresh = Server("fresh-worker", "tracked", prepare(f"sqlite:///{tmp}/a.db"), feed, 1)
-        used = Server("used-worker", "tracked", prepare(f"sqlite:///{tmp}/b.db"), feed, 1)
-        with serving(logdir, fresh, used, ready="/utm/snippet.js"):
-            log("memory: the same beacons and pages to a fresh and a used worker")
-            for server in (fresh, used):
-                wrk(server, "/utm/beacon", "beacon.lua", 2, beacons())
-                wrk(server, "/", "get.lua", 2, clients())
-            before = {s.name: rss_mb(s.worker_pids()[0]) for s in (fresh, used)}
-            log(f"memory: {CLIENTS:,} distinct clients through the used worker's limiter")
-            fed, took, chunk = 0, 0.0, 50_000
-            while fed < CLIENTS:
-                count = min(chunk, CLIENTS - fed)
-                request = urllib.request.Request(
-                    f"{used.urls[0]}/_bench/limiter-feed?start={fed}&count={count}",
-                    method="POST",
-                )
-                with urllib.request.urlopen(request, timeout=300) as response:
-                    took += json.loads(response.read())["seconds"]
-                fed += count
-            fed_rss = rss_mb(used.worker_pids()[0])
-            log("memory: plain-page p99, fresh and used worker")
+
+        def server(name: str, env: dict[str, str] | None = None) -> Server:
+            url = prepare(f"sqlite:///{tmp}/{name}.db")
+            return Server(name, "tracked", url, {**feed, **(env or {})}, 1)
+
+        fresh, used = server("fresh-worker"), server("used-worker")
+        arenas = server("used-worker-arena-max-2", {"MALLOC_ARENA_MAX": "2"})
+        servers = (fresh, used, arenas)
+        with serving(logdir, *servers, ready="/utm/snippet.js"):
+            log("memory: the same beacons and pages to a fresh and two used workers")
+            for one in servers:
+                wrk(one, "/utm/beacon", "beacon.lua", 2, beacons())
+                wrk(one, "/", "get.lua", 2, clients())
+            before = {s.name: rss_mb(s.worker_pids()[0]) for s in servers}
+            log(f"memory: {CLIENTS:,} distinct clients through the used workers' limiters")
+            took = feed_limiter(used, CLIENTS)
+            feed_limiter(arenas, CLIENTS)
+            fed = {s.name: rss_mb(s.worker_pids()[0]) for s in servers}
+            log(f"memory: plain-page p99, fresh and used worker, {2 * ROUNDS} rounds")
             base, subject = compare(
-                [(fresh, "/", "get.lua", clients()), (used, "/", "get.lua", clients())]
+                [(fresh, "/", "get.lua", clients()), (used, "/", "get.lua", clients())],
+                rounds=2 * ROUNDS,
             )
-            after = {s.name: rss_mb(s.worker_pids()[0]) for s in (fresh, used)}
+            after = {s.name: rss_mb(s.worker_pids()[0]) for s in servers}
     growth = after[used.name] - after[fresh.name]
     p99 = subject.p99 / base.p99 if base.p99 else float("inf")
     return [
@@ -765,7 +784,7 @@ def memory_figures(logdir: Path) -> list[Row]:
             "",
             growth <= 50,
             f"{growth:+.1f} MB; the used worker {before[used.name]:.1f} MB before the feed,"
-            f" {fed_rss:.1f} MB after it; the feed took {took:.1f} s in the worker",
+            f" {fed[used.name]:.1f} MB after it; the feed took {took:.1f} s in the worker",
         ),
         Row(
             "plain-page p99 on that worker vs a fresh worker",
@@ -777,6 +796,17 @@ def memory_figures(logdir: Path) -> list[Row]:
             p99 <= 1.10,
             f"median of {len(subject.round_p99)} rounds' p99 each; throughput"
             f" {subject.rate:,.0f} vs {base.rate:,.0f} 2xx/s ({spread(subject, base)})",
+        ),
+        Row(
+            "ablation: the same used worker with MALLOC_ARENA_MAX=2 (glibc), RSS",
+            f"{after[arenas.name]:.1f} MB",
+            f"fresh worker {after[fresh.name]:.1f} MB",
+            None,
+            "",
+            "",
+            None,
+            f"{after[arenas.name] - after[fresh.name]:+.1f} MB;"
+            f" {before[arenas.name]:.1f} MB before the feed, {fed[arenas.name]:.1f} MB after it",
         ),
     ]
 
@@ -1181,6 +1211,7 @@ def main() -> int:
     load_start = loadavg()
     started = time.monotonic()
     rows: list[Row] = []
+    loads: list[str] = []  # the 1-minute load average as each section starts
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
         logdir = Path(logs)
         measures: dict[str, t.Callable[[], list[Row]]] = {
@@ -1193,6 +1224,7 @@ def main() -> int:
             "reports": report_figures,
         }
         for section in sections:
+            loads.append(f"{section} {os.getloadavg()[0]:.1f}")
             try:
                 rows += measures[section]()
             except Exception as err:  # one broken section must not cost the others
@@ -1209,6 +1241,7 @@ def main() -> int:
     table = render(rows)
     print("\n".join(table))
     print(f"\n{elapsed:.0f} s; load average {load_start} at the start, {load_end} at the end")
+    print("1-minute load average as each section started: " + ", ".join(loads))
     print("; ".join(about))
     failed = [r.what for r in rows if r.ok is False]
     if failed:
@@ -1220,7 +1253,9 @@ def main() -> int:
             f"`make bench` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s"
             f" ({elapsed / 60:.1f} min).",
             "",
-            f"- load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end",
+            f"- load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end;"
+            f" 1-minute load as each section started: {', '.join(loads)} (the run's own"
+            " gunicorn workers, wrk and PostgreSQL count in it too)",
             *(f"- {line}" for line in about),
             "",
             *table,
