@@ -136,7 +136,10 @@ def test_reports_and_the_dashboard_only_read(env: HostApp) -> None:
 def test_rebuild_makes_the_same_tables(env: HostApp) -> None:
     with env.app.app_context():
         build(env)
-        reports.totals(env.tracker)  # every day computed
+        env.db.session.remove()
+    refreshed = env.app.test_cli_runner().invoke(args=["utm", "refresh"])
+    assert "Stored the report numbers of 4 sign-up days." in refreshed.stdout
+    with env.app.app_context():
         before = day_tables(env)
         env.db.session.remove()
     result = env.app.test_cli_runner().invoke(args=["utm", "rebuild"])
@@ -222,3 +225,20 @@ def test_an_unknown_reports_bind_is_a_config_error(db_url: str) -> None:
 
     with pytest.raises(ConfigError, match="REPORTS_BIND"):
         make_app(db_url, UTM_TRACKER_REPORTS_BIND="replica")
+
+
+def test_a_login_leaves_its_day_to_refresh_and_reports_stay_right(env: HostApp) -> None:
+    """A login writes the user's Lead row only: recomputing the sign-up day would cost as much
+    as the day's sign-ups. Reports compute the stale day in their query; refresh stores it."""
+    client = env.app.test_client()
+    client.get("/landing?utm_source=google&utm_medium=cpc")
+    login(client)
+    with env.app.app_context():
+        assert rollup.stale_days(env.db.session, env.tracker.LeadSource, None, None) != []
+        assert first_by_channel(env) == {"Paid Search": 1}
+    runner = env.app.test_cli_runner()
+    assert "of 1 sign-up days" in runner.invoke(args=["utm", "refresh"]).stdout
+    with env.app.app_context():
+        assert rollup.stale_days(env.db.session, env.tracker.LeadSource, None, None) == []
+        assert first_by_channel(env) == {"Paid Search": 1}
+    assert "of 0 sign-up days" in runner.invoke(args=["utm", "refresh"]).stdout

@@ -275,15 +275,20 @@ def _track(
         if is_new_touch(params, latest, now, settings.session_timeout):
             browser = browser or tracker.browser(settings, create=True)
             visitor = browser.visitor_id if browser else state.visitor_id if state else new_id()
-            row = fields(raw, context, visitor)
-            if row is not None:  # not a touch: a spam or internal referrer
+            # Tracked parameters always make a touch; a bare referrer only when it is neither
+            # internal nor spam, which takes the classifier to know. The row fields are built
+            # here only for that, or for a touch_recorded receiver: the login builds them anyway.
+            signal = touch_recorded.has_receivers_for(app)
+            row = fields(raw, context, visitor) if signal or not params else None
+            if row is not None or params:
                 if state is None:
                     state = cookies.CookieState(visitor)
                 state.visitor_id = visitor
                 state.pending.append(raw)
                 state.latest = cookies.latest_of(raw)
                 changed = True
-                touch_recorded.send(app, touch=signal_payload(row), user_id=None)
+                if row is not None and signal:
+                    touch_recorded.send(app, touch=signal_payload(row), user_id=None)
 
     pending = state.pending if state else []
     stashed = _may_have_stash(app) and _has_stash()

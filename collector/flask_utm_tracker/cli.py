@@ -264,6 +264,16 @@ def make_cli(tracker: UTMTracker) -> AppGroup:
             f" {unclaimed} unclaimed touches, {converted} conversions."
         )
 
+    @group.command("refresh")
+    def refresh() -> None:
+        """Store the report numbers of the sign-up days that changed since they were last
+        stored (new touches, new or deleted users). Reports compute those days in their query
+        until then, so run it from cron every few minutes on a busy site."""
+        engine = tracker.db.engine
+        with engine.begin() as conn:
+            days = rollup.store_stale_days(conn, tracker.LeadSource)
+        click.echo(f"Stored the report numbers of {days} sign-up days.")
+
     @group.command("rebuild")
     def rebuild() -> None:
         """Compute the reports' tables (per user and per sign-up day; conversions' paths and

@@ -12,15 +12,16 @@ over every ``LeadSource`` row, too slow to compute at query time on a million ro
     touches, and (on the day's totals row, dimension ``""``) the fingerprint of the day's
     ``Lead`` rows it was computed from.
 
-Both are kept by the writers, never by a report: :func:`refresh` rewrites the ``Lead`` rows of
-some users and the ``LeadDay`` rows of their days, in the transaction that writes their lead
-sources (``UTMTracker.write``, ``flask utm erase``), and after the commit of a host's ORM
-session that wrote ``LeadSource`` rows (:func:`listen`: the users are noted during the flush,
-the tables written in a transaction of their own once the host's has committed). Reports only
-read (:func:`day_table`): a day whose ``Lead`` rows changed without a refresh (a user deleted by
-``ON DELETE CASCADE``) is computed in the report's query instead of read. Rows written around
-the extension (a bulk ``INSERT``, a migration) reach the reports after ``flask utm rebuild``
-(:func:`rebuild`).
+Both are kept by the writers, never by a report. :func:`refresh` rewrites the ``Lead`` rows of
+some users in the transaction that writes their lead sources (``UTMTracker.write``, ``flask utm
+erase``), and after the commit of a host's ORM session that wrote ``LeadSource`` rows
+(:func:`listen`: the users are noted during the flush, their rows written in a transaction of
+ours once the host's has committed). A day whose ``Lead`` rows changed since its ``LeadDay``
+rows were stored (new touches, new or deleted users) is *stale*: reports compute it in their
+query instead of reading it (:func:`day_table`), and ``flask utm refresh``
+(:func:`store_stale_days`, from cron every few minutes) stores it, so a login never pays for
+the whole day's sign-ups. Rows written around the extension (a bulk ``INSERT``, a migration)
+reach the reports after ``flask utm rebuild`` (:func:`rebuild`).
 """
 
 from __future__ import annotations
@@ -231,6 +232,34 @@ def _fingerprints(
     return {_day(day): f"{n}:{rows}:{ids}" for day, n, rows, ids in conn.execute(query)}
 
 
+def stale_days(
+    conn: Connection | Session, lead_source: type[t.Any], start: date | None, end: date | None
+) -> list[date]:
+    """The sign-up days from ``start`` to ``end`` whose stored ``LeadDay`` rows no longer match
+    their ``Lead`` rows (new touches, new or deleted users)."""
+    lead_model, day_model, _ = models(lead_source)
+    lead, days = lead_model.__table__, day_model.__table__
+    current = _fingerprints(conn, lead, _in_range(lead.c.signup_day, start, end))
+    saved_query = sa.select(days.c.day, days.c.fingerprint).where(
+        days.c.dimension == "", *_in_range(days.c.day, start, end)
+    )
+    saved = {_day(day): fingerprint for day, fingerprint in conn.execute(saved_query)}
+    return sorted(day for day in {*current, *saved} if current.get(day) != saved.get(day))
+
+
+def store_stale_days(conn: Connection, lead_source: type[t.Any]) -> int:
+    """Store the ``LeadDay`` rows of every stale day (``flask utm refresh``).
+
+    :return: the number of days stored.
+    """
+    stale = stale_days(conn, lead_source, None, None)
+    if stale:
+        compute_days(conn, lead_source, stale)
+        if len(stale) > BULK_DAYS:
+            _analyze(conn, models(lead_source)[1].__table__)
+    return len(stale)
+
+
 def day_table(
     session: Session, lead_source: type[t.Any], start: date | None, end: date | None
 ) -> t.Any:
@@ -240,18 +269,13 @@ def day_table(
     """
     lead_model, day_model, _ = models(lead_source)
     lead, days = lead_model.__table__, day_model.__table__
-    current = _fingerprints(session, lead, _in_range(lead.c.signup_day, start, end))
-    saved_query = sa.select(days.c.day, days.c.fingerprint).where(
-        days.c.dimension == "", *_in_range(days.c.day, start, end)
-    )
-    saved = {_day(day): fingerprint for day, fingerprint in session.execute(saved_query)}
-    stale = sorted(day for day in {*current, *saved} if current.get(day) != saved.get(day))
+    stale = stale_days(session, lead_source, start, end)
     if not stale:
         return days
     if len(stale) > BULK_DAYS:
         logger.warning(
             "%d days of the reports' LeadDay table are out of date and computed per report;"
-            " run `flask utm rebuild`.",
+            " run `flask utm refresh` (from cron, every few minutes).",
             len(stale),
         )
     fresh = sa.select(*(days.c[name] for name in _DAY_COLUMNS)).where(days.c.day.not_in(stale))
@@ -427,7 +451,7 @@ def _after_commit(session: Session) -> None:
             bind = session.get_bind(mapper=sa.inspect(lead_source))
             engine = bind.engine if isinstance(bind, sa.Connection) else bind
             with engine.begin() as conn:
-                refresh(conn, lead_source, users)
+                refresh(conn, lead_source, users, days=False)
         except sa.exc.SQLAlchemyError as err:
             logger.error(
                 "Refreshing the reports after an ORM write of lead sources failed (run `flask"
@@ -448,7 +472,11 @@ sa.event.listen(orm.Session, "after_rollback", _after_rollback)
 def written(
     conn: Connection, lead_source: type[t.Any], user_id: t.Any, inserted: t.Sequence[t.Any]
 ) -> None:
-    """``UTMTracker.write``'s hook: refresh the user's ``Lead`` and ``LeadDay`` rows when rows
-    were inserted."""
+    """``UTMTracker.write``'s hook: refresh the user's ``Lead`` row when rows were inserted.
+
+    Their sign-up day's ``LeadDay`` rows are left to :func:`store_stale_days` (``flask utm
+    refresh``): recomputing a day costs as much as the day's sign-ups, which a login must not
+    pay. Until then, reports compute that day in their query.
+    """
     if inserted:
-        refresh(conn, lead_source, [user_id], deleted=False)
+        refresh(conn, lead_source, [user_id], deleted=False, days=False)
