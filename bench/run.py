@@ -22,7 +22,7 @@ all, default 32), ``BENCH_ADDRESSES`` (client addresses per wrk pool, default 10
 ``BENCH_CLIENTS`` (distinct clients of the memory figure, default 1,000,000), ``BENCH_LEADS``
 (rows for the report figures, default 1,000,000), ``BENCH_PIN=0`` (no CPU pinning).
 
-    .venv/bin/python bench/run.py                        # the table, about 20 minutes on 2 cores
+    .venv/bin/python bench/run.py                        # the table, about 15 minutes on 2 cores
     .venv/bin/python bench/run.py --skip attribution     # without the slowest section
     .venv/bin/python bench/run.py --only ingest          # one section (repeatable)
     .venv/bin/python bench/run.py --ablations            # more ingest ablations
