@@ -3,6 +3,7 @@ hostile input, on representative real referrers."""
 
 from __future__ import annotations
 
+import threading
 import time
 import typing as t
 from importlib import resources
@@ -211,18 +212,41 @@ def test_term_from_the_first_listed_parameter() -> None:
     assert result == Referrer("organic", "google", "second")
 
 
-def test_fast() -> None:
-    classify_referrer("https://warm.up/")  # loads the lists
-    urls = [
-        "https://www.google.co.uk/search?q=x",
-        "https://deep.sub.domain.example.org/path?x=1",
-        "https://l.facebook.com/l.php?u=x",
-        "https://mail.google.com/",
-    ] * 2500
-    start = time.perf_counter()
-    for url in urls:
-        classify_referrer(url, site_hosts=("example.com",), excluded=("paypal.com",))
-    assert time.perf_counter() - start < 2.0  # about 10 µs a call; generous for slow CI
+def test_cold_threads_read_the_lists_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold worker's request threads that all classify at once wait for one reading of the
+    lists rather than each reading them (sixteen times the work at start-up)."""
+    from flask_utm_tracker import classify
+
+    read: list[str] = []
+    real = classify._yaml
+
+    def counting(name: str) -> t.Any:
+        read.append(name)
+        time.sleep(0.01)  # a slow disk: every thread arrives while the first one reads
+        return real(name)
+
+    monkeypatch.setattr(classify, "_yaml", counting)
+    classify._read_index.cache_clear()
+    classify._read_categories.cache_clear()
+    start = threading.Barrier(16)
+    results: list[Referrer | None] = []
+
+    def classify_one() -> None:
+        start.wait()
+        results.append(classify_referrer("https://mail.google.com/"))
+
+    try:
+        threads = [threading.Thread(target=classify_one) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == 16
+        assert set(results) == {classify_referrer("https://mail.google.com/")}
+        assert read and len(read) == len(set(read)), read  # each file read once
+    finally:
+        classify._read_index.cache_clear()
+        classify._read_categories.cache_clear()
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import typing as t
 from dataclasses import dataclass
 from importlib import resources
@@ -246,9 +247,19 @@ def _search_params(
     return tuple(names), tuple(patterns)
 
 
-@functools.cache
+#: Held while the lists are read: the request threads of a cold worker that all classify at
+#: once wait for one reading instead of each reading the lists again.
+_LOADING = threading.RLock()
+
+
 def _index() -> tuple[_HostIndex, frozenset[str]]:
     """Read the lists, once: the host index and the set of spam domains."""
+    with _LOADING:
+        return _read_index()
+
+
+@functools.cache
+def _read_index() -> tuple[_HostIndex, frozenset[str]]:
     index = _HostIndex()
     _add_hosts(index, "paid", "ad-hosts.yml")
     _add_hosts(index, "ai", "matomo-AIAssistants.yml", "extra-AIAssistants.yml")
@@ -275,9 +286,14 @@ def _index() -> tuple[_HostIndex, frozenset[str]]:
 _CATEGORY_OF_MEDIUM = {"organic": "search", "social": "social", "ai": "ai"}
 
 
-@functools.cache
 def _categories() -> tuple[_HostIndex, dict[str, str]]:
     """The shopping and video hosts, and every category by lower-case name (first list wins)."""
+    with _LOADING:
+        return _read_categories()
+
+
+@functools.cache
+def _read_categories() -> tuple[_HostIndex, dict[str, str]]:
     data: dict[str, t.Any] = _yaml("source-categories.yml")
     index = _HostIndex()
     names: dict[str, str] = {}
@@ -461,3 +477,10 @@ def _term(entry: _Entry, path: str, query: str) -> str | None:
         return entry.term(path, query)
     except (ValueError, UnicodeError):
         return None
+
+
+def load() -> None:
+    """Read the referrer lists now (about 0.1 s), not on the first request that needs them:
+    :meth:`~flask_utm_tracker.UTMTracker.init_app` calls it."""
+    _index()
+    _categories()

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from . import (
     capture,
+    classify,
     conversion_reports,
     conversions,
     dashboard,
@@ -31,7 +32,7 @@ from . import (
     store,
 )
 from . import cookie as cookies
-from .abuse import RateLimiter
+from .abuse import RateLimiter, is_bot
 from .capture import stash_touch as stash_touch
 from .cli import make_cli
 from .config import EXTENSION, ConfigError, Settings, load_settings
@@ -46,6 +47,13 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("flask_utm_tracker")
 #: The signed visitor cookie is named after the visitor cookie with this suffix.
 SIGNED_SUFFIX = "_id"
+
+
+#: A browser's User-Agent, classified at start-up so that the crawler patterns are compiled.
+_WARM_UP_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/120.0.0.0 Safari/537.36"
+)
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,11 @@ class UTMTracker:
                 f"UTM_TRACKER_RATE_LIMIT or UTM_TRACKER_RATE_LIMIT_STORAGE is invalid: {err}"
             ) from None
         app.extensions[EXTENSION] = _AppState(self, settings, limiter)
+        # The referrer lists and the crawler patterns are read and compiled now, once per
+        # process, rather than by the first requests of a worker, each thread on its own.
+        classify.load()
+        if settings.drop_bots:
+            is_bot(_WARM_UP_AGENT)
         return settings
 
     def dashboard_permission(self, func: t.Callable[[], bool]) -> t.Callable[[], bool]:
