@@ -31,6 +31,29 @@ def _max_params(value: dict[str, str]) -> None:
         raise ValidationError(f"At most {MAX_PARAMS} parameters per touch.")
 
 
+class Params(fields.Dict):
+    """Tracked parameters: names of at most 100 characters to string values.
+
+    The same field as ``fields.Dict(keys=String(validate=Length(max=100)), values=String())``,
+    and documented as one, with a fast path for what the snippet sends (every name and value a
+    string): that field deserializes each name and value through a field of its own, which was
+    a third of a beacon's validation. Anything else is checked by ``fields.Dict``, with its
+    messages.
+    """
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        super().__init__(
+            keys=fields.String(validate=validate.Length(max=100)), values=fields.String(), **kwargs
+        )
+
+    def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
+        if type(value) is dict and all(
+            type(k) is str and len(k) <= 100 and type(v) is str for k, v in value.items()
+        ):
+            return dict(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class TouchSchema(Schema):
     """One touch as the snippet sends it; ``url`` or ``params`` is required."""
 
@@ -52,9 +75,7 @@ class TouchSchema(Schema):
     referrer = fields.String(
         load_default=None, metadata={"description": "document.referrer, when external."}
     )
-    params = fields.Dict(
-        keys=fields.String(validate=validate.Length(max=100)),
-        values=fields.String(),
+    params = Params(
         load_default=None,
         validate=_max_params,
         metadata={
@@ -110,12 +131,7 @@ class LatestSchema(Schema):
 
     id = fields.String(required=True, validate=_id)
     ts = fields.Integer(strict=True, required=True)
-    params = fields.Dict(
-        keys=fields.String(validate=validate.Length(max=100)),
-        values=fields.String(),
-        load_default=dict,
-        validate=_max_params,
-    )
+    params = Params(load_default=dict, validate=_max_params)
 
 
 _touch = TouchSchema()
