@@ -133,6 +133,18 @@ BAD_BODIES: list[tuple[str, t.Any, int]] = [
         400,
     ),
     (
+        "param name over 100 characters",
+        json.dumps({"v": VISITOR, "touches": [touch(1, params={"u" * 101: "x"})]}).encode(),
+        400,
+    ),
+    (
+        "params too many",
+        json.dumps(
+            {"v": VISITOR, "touches": [touch(1, params={f"p{i}": "x" for i in range(200)})]}
+        ).encode(),
+        400,
+    ),
+    (
         "params a list",
         json.dumps({"v": VISITOR, "touches": [touch(1, params=["utm_source"])]}).encode(),
         400,
