@@ -20,6 +20,7 @@ forks).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -62,22 +63,33 @@ def insert_ignore(
     """
     if not rows:
         return []
+    dialect = conn.dialect
+    returning = dialect.insert_returning and (
+        dialect.insert_executemany_returning or len(rows) == 1
+    )
+    stmt = _insert_ignore(table, dialect.name, tuple(keys), returning)
+    if returning:
+        result = conn.execute(stmt, list(rows))
+        by_key = {tuple(str(row[k]) for k in keys): row for row in rows}
+        return [{**by_key[tuple(map(str, r[1:]))], "id": r[0]} for r in result]
+    conn.execute(stmt, list(rows))
+    return [dict(r) for r in rows]
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_ignore(table: sa.Table, dialect: str, keys: tuple[str, ...], returning: bool) -> t.Any:
+    """The statement of :func:`insert_ignore`, built once per table: building it (and its cache
+    key) anew cost as much as running it."""
     stmt: t.Any
-    dialect = conn.dialect.name
     if dialect == "postgresql":
         stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
     elif dialect == "sqlite":
         stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
     else:
         stmt = sa.insert(table).prefix_with("IGNORE")
-    if conn.dialect.insert_returning and (
-        conn.dialect.insert_executemany_returning or len(rows) == 1
-    ):
-        result = conn.execute(stmt.returning(table.c.id, *(table.c[k] for k in keys)), list(rows))
-        by_key = {tuple(str(row[k]) for k in keys): row for row in rows}
-        return [{**by_key[tuple(map(str, r[1:]))], "id": r[0]} for r in result]
-    conn.execute(stmt, list(rows))
-    return [dict(r) for r in rows]
+    if returning:
+        stmt = stmt.returning(table.c.id, *(table.c[k] for k in keys))
+    return stmt
 
 
 def touch_values(
@@ -103,12 +115,19 @@ def unclaimed_counts(
     keys = sorted(set(visitors))
     if not keys:
         return {}
-    query = (
+    return {visitor: int(n) for visitor, n in conn.execute(_unclaimed(table), {"ids": keys})}
+
+
+@functools.lru_cache(maxsize=16)
+def _unclaimed(table: sa.Table) -> t.Any:
+    return (
         sa.select(table.c.visitor_id, sa.func.count())
-        .where(table.c.visitor_id.in_(keys), table.c.claimed_by.is_(None))
+        .where(
+            table.c.visitor_id.in_(sa.bindparam("ids", expanding=True)),
+            table.c.claimed_by.is_(None),
+        )
         .group_by(table.c.visitor_id)
     )
-    return {visitor: int(n) for visitor, n in conn.execute(query)}
 
 
 def store_touches(
