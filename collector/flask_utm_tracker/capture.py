@@ -300,7 +300,9 @@ def _track(
             visitor_id = browser.visitor_id if browser else state.visitor_id if state else None
             if browser is not None:
                 context = replace(context, earliest_ms=browser.first_ms)
-            rows = rows_of(pending[:MAX_PER_REQUEST], context, visitor_id)
+            # Checked already: the cookie's and a link token's touches when read, and the
+            # touch of this request is the hook's own.
+            rows = rows_of(pending[:MAX_PER_REQUEST], context, visitor_id, validated=True)
             if stashed:
                 stash = _stash()
                 extra = tuple(

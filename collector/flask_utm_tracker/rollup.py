@@ -26,9 +26,11 @@ reach the reports after ``flask utm rebuild`` (:func:`rebuild`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import typing as t
 import weakref
+from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
@@ -103,12 +105,19 @@ def _lock(conn: Connection, table: sa.Table, keys: t.Sequence[t.Any] | None) -> 
     if conn.dialect.name != "postgresql":
         return
     if keys is not None and len(keys) <= LOCK_ONE_BY_ONE:
+        stmt = _lock_statement(table)
         for key in keys:
-            name = sa.literal(f"{table.name}:") + sa.cast(sa.literal(key), sa.Text)
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(name))))
+            conn.execute(stmt, {"key": f"{table.name}:{key}"})
         return
     quoted = conn.dialect.identifier_preparer.format_table(table)
     conn.execute(sa.text(f"LOCK TABLE {quoted} IN SHARE ROW EXCLUSIVE MODE"))
+
+
+@functools.lru_cache(maxsize=16)
+def _lock_statement(table: sa.Table) -> t.Any:
+    """PostgreSQL's transaction lock on one key (``"<table>:<key>"``) of ``table``."""
+    key = sa.bindparam("key", type_=sa.Text)
+    return sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key)))
 
 
 def refresh(
@@ -129,31 +138,63 @@ def refresh(
     :param deleted: rows may have been deleted (drop the ``Lead`` rows of users left without).
     :param days: also compute the ``LeadDay`` rows of those users' days, before and after.
     """
-    lead_model, _, user_model = models(lead_source)
-    ls, lead = lead_source.__table__, lead_model.__table__
-    dialect = conn.dialect.name
     keys: list[t.Any] | None = None
+    params: dict[str, t.Any] = {}
     if user_ids is not None:
         keys = sorted({uid for uid in user_ids if uid is not None}, key=repr)
         if not keys:
             return
-        which: t.Any = ls.c.user_id.in_(keys)
-        stale: t.Any = lead.c.user_id.in_(keys)
+        which = "users"
+        params["users"] = keys
     elif since_id is not None:
-        which = ls.c.user_id.in_(sa.select(ls.c.user_id).where(ls.c.id > since_id))
-        stale = sa.false()  # these users have rows
+        which = "since"
+        params["since_id"] = since_id
     else:
-        which, stale = sa.true(), sa.true()
+        which = "all"
+    made = _refresh_statements(t.cast(t.Hashable, lead_source), conn.dialect.name, which)
     if lock:
-        _lock(conn, lead, keys)
-    days_of = sa.select(lead.c.signup_day).where(stale if keys is not None else which)
-    if keys is None and since_id is not None:
-        days_of = sa.select(lead.c.signup_day).where(
-            lead.c.user_id.in_(sa.select(ls.c.user_id).where(ls.c.id > since_id))
-        )
+        _lock(conn, models(lead_source)[0].__table__, keys)
     # The users' days before the rewrite, only when their LeadDay rows are to be computed (a
     # login's write skips it: one query fewer on every login).
-    before = {_day(day) for (day,) in conn.execute(days_of.distinct())} if days else set()
+    before = {_day(day) for (day,) in conn.execute(made.days, params)} if days else set()
+    if deleted:
+        conn.execute(made.delete_gone, params)
+    for stmt in made.write:
+        conn.execute(stmt, params)
+    if days:
+        after = {_day(day) for (day,) in conn.execute(made.days, params)}
+        compute_days(conn, lead_source, sorted(before | after) if keys is not None else None)
+
+
+@dataclass(frozen=True)
+class _Refresh:
+    """The statements of :func:`refresh` for one kind of selection of users."""
+
+    days: t.Any  # their sign-up days
+    delete_gone: t.Any  # their Lead rows that have no LeadSource rows left
+    write: tuple[t.Any, ...]  # their Lead rows rewritten
+
+
+@functools.lru_cache(maxsize=64)
+def _refresh_statements(lead_source: t.Any, dialect: str, which: str) -> _Refresh:
+    """:func:`refresh`'s statements, built once: ``which`` is ``"users"`` (the ``users``
+    parameter lists them), ``"since"`` (users with a row above the ``since_id`` parameter) or
+    ``"all"``. Building them cost more than running them on a login's write."""
+    lead_model, _, user_model = models(lead_source)
+    ls, lead = lead_source.__table__, lead_model.__table__
+    picked: t.Any
+    stale: t.Any
+    if which == "users":
+        users: t.Any = sa.bindparam("users", expanding=True)
+        picked, stale = ls.c.user_id.in_(users), lead.c.user_id.in_(users)
+        days_of = sa.select(lead.c.signup_day).where(stale)
+    elif which == "since":
+        recent = sa.select(ls.c.user_id).where(ls.c.id > sa.bindparam("since_id"))
+        picked, stale = ls.c.user_id.in_(recent), sa.false()  # these users have rows
+        days_of = sa.select(lead.c.signup_day).where(lead.c.user_id.in_(recent))
+    else:
+        picked, stale = sa.true(), sa.true()
+        days_of = sa.select(lead.c.signup_day).where(picked)
 
     signup: t.Any = sa.func.min(ls.c.created_at)
     source: t.Any = ls
@@ -180,29 +221,26 @@ def refresh(
             sa.func.max(ls.c.id),
         )
         .select_from(source)
-        .where(which)
+        .where(picked)
         .group_by(*group)
     )
-    if deleted:
-        gone = ~sa.exists().where(ls.c.user_id == lead.c.user_id)
-        conn.execute(sa.delete(lead).where(stale, gone))
+    gone = ~sa.exists().where(ls.c.user_id == lead.c.user_id)
+    write: tuple[t.Any, ...]
     if dialect in ("postgresql", "sqlite"):
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(lead)
         upsert = insert.from_select(names, select)
-        conn.execute(
+        write = (
             upsert.on_conflict_do_update(
                 index_elements=["user_id"],
                 set_={name: upsert.excluded[name] for name in names[1:]},
-            )
+            ),
         )
     else:
-        conn.execute(
-            sa.delete(lead).where(lead.c.user_id.in_(select.with_only_columns(ls.c.user_id)))
+        write = (
+            sa.delete(lead).where(lead.c.user_id.in_(select.with_only_columns(ls.c.user_id))),
+            sa.insert(lead).from_select(names, select),
         )
-        conn.execute(sa.insert(lead).from_select(names, select))
-    if days:
-        after = {_day(day) for (day,) in conn.execute(days_of.distinct())}
-        compute_days(conn, lead_source, sorted(before | after) if keys is not None else None)
+    return _Refresh(days_of.distinct(), sa.delete(lead).where(stale, gone), write)
 
 
 def _in_range(column: t.Any, start: date | None, end: date | None) -> list[t.Any]:

@@ -51,7 +51,7 @@ class Params(fields.Dict):
             type(k) is str and len(k) <= 100 and type(v) is str for k, v in value.items()
         ):
             return dict(value)
-        return super()._deserialize(value, attr, data, **kwargs)
+        return t.cast(t.Any, super())._deserialize(value, attr, data, **kwargs)
 
 
 class TouchSchema(Schema):

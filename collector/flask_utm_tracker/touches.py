@@ -148,7 +148,8 @@ def rows_of(
 ) -> list[dict[str, t.Any]]:
     """The row fields of each raw touch that is one; invalid ones are logged and skipped.
 
-    :param validated: the touches were loaded by the beacon's schema already.
+    :param validated: the touches were loaded by :class:`~flask_utm_tracker.schemas.TouchSchema`
+        already (a beacon's, the cookie's, a link token's).
     """
     rows = []
     for raw in raws:

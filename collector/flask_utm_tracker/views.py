@@ -223,7 +223,7 @@ def _ingest(tracker: UTMTracker, req: Request) -> Response:
         if user_id is not None:
             # Authenticated (session or request_loader): Touch rows claimed and LeadSource rows
             # for these touches, the cookie's pending ones and this browser's unclaimed ones.
-            pending = rows_of(state.pending[:MAX_TOUCHES], context, visitor_id)
+            pending = rows_of(state.pending[:MAX_TOUCHES], context, visitor_id, validated=True)
             claim = browser.visitor_id if browser is not None else None
             both = [*rows, *pending][:MAX_TOUCHES]  # as many as an anonymous beacon holds
             if not tracker.write(user_id, both, claim=claim, store_touches=True):
