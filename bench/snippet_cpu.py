@@ -93,12 +93,25 @@ def serve(files: dict[str, bytes]) -> ThreadingHTTPServer:
 
 
 def main_thread_cpu(trace: dict[str, t.Any]) -> float:
-    """Milliseconds of CPU of every renderer main thread's top-level tasks in ``trace``."""
+    """Milliseconds of CPU of the page renderers' main threads' top-level tasks in ``trace``.
+
+    Only processes named ``Renderer`` count: Chromium starts a "WebUI Top Renderer" (its own
+    chrome:// UI) during some loads, whose main thread, also ``CrRendererMain``, made single
+    loads of any page 10 to 20 times their median.
+    """
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    renderers = {
+        e["pid"]
+        for e in events
+        if e.get("ph") == "M"
+        and e.get("name") == "process_name"
+        and e.get("args", {}).get("name") == "Renderer"
+    }
     mains = {
         (e["pid"], e["tid"])
         for e in events
-        if e.get("ph") == "M"
+        if e.get("pid") in renderers
+        and e.get("ph") == "M"
         and e.get("name") == "thread_name"
         and e.get("args", {}).get("name") == "CrRendererMain"
     }
