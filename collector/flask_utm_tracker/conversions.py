@@ -28,6 +28,7 @@ ORM (a user deleted with ``db.session.delete``) takes its credit back in the sam
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -412,14 +413,19 @@ def _lead_rows(
     out: dict[t.Any, list[_Lead]] = {uid: [] for uid in user_ids}
     if not user_ids:
         return out
-    query = (
-        sa.select(lead.c.user_id, lead.c.id, lead.c.timestamp, *(lead.c[d] for d in DIMENSIONS))
-        .where(lead.c.user_id.in_(list(user_ids)))
-        .order_by(lead.c.user_id, lead.c.timestamp, lead.c.id)
-    )
-    for row in conn.execute(query):
+    for row in conn.execute(_lead_rows_query(lead), {"users": list(user_ids)}):
         out.setdefault(row[0], []).append(_lead(row[1:]))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _lead_rows_query(lead: sa.Table) -> t.Any:
+    """:func:`_lead_rows`'s query, built once per table (a login runs it)."""
+    return (
+        sa.select(lead.c.user_id, lead.c.id, lead.c.timestamp, *(lead.c[d] for d in DIMENSIONS))
+        .where(lead.c.user_id.in_(sa.bindparam("users", expanding=True)))
+        .order_by(lead.c.user_id, lead.c.timestamp, lead.c.id)
+    )
 
 
 def _lead(row: t.Sequence[t.Any]) -> _Lead:
@@ -486,9 +492,13 @@ def _add(
 
 
 def insert_for(conn: Connection, table: sa.Table) -> t.Any:
-    if conn.dialect.name == "postgresql":
+    return _insert(conn.dialect.name, table)
+
+
+def _insert(dialect: str, table: sa.Table) -> t.Any:
+    if dialect == "postgresql":
         return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(  # pragma: no cover
         "Conversions need PostgreSQL or SQLite (INSERT ... ON CONFLICT)."
@@ -543,12 +553,18 @@ def _store_user_paths(
     if empty:
         conn.execute(sa.delete(table).where(table.c.user_id.in_(empty)))
     if rows:
-        stmt = insert_for(conn, table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["user_id"],
-            set_={c: stmt.excluded[c] for c in [*DIMENSIONS, "rows", "max_id"]},
-        )
+        stmt = _upsert_user_paths(table, conn.dialect.name)
         conn.execute(stmt, sorted(rows, key=lambda r: repr(r["user_id"])))
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert_user_paths(table: sa.Table, dialect: str) -> t.Any:
+    """:func:`_store_user_paths`'s upsert, built once per table (a login runs it)."""
+    stmt = _insert(dialect, table)
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={c: stmt.excluded[c] for c in [*DIMENSIONS, "rows", "max_id"]},
+    )
 
 
 def _path_row(
@@ -632,15 +648,23 @@ def lead_sources_written(
     times = [as_utc(row["timestamp"]) for row in inserted if row.get("timestamp") is not None]
     if not times:
         return
-    conversion = tb.conversion
-    query = sa.select(conversion).where(
-        conversion.c.user_id == user_id, conversion.c.occurred_at >= stored(conn, min(times))
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()  # in step with a concurrent restatement
-    found = list(conn.execute(query.order_by(conversion.c.id)).mappings())
+    query = _conversions_since(tb.conversion, conn.dialect.name)
+    since = {"user_id": user_id, "since": stored(conn, min(times))}
+    found = list(conn.execute(query, since).mappings())
     if found:
         refresh(conn, tb, found, leads, lookback_days(), half_life_days())
+
+
+@functools.lru_cache(maxsize=16)
+def _conversions_since(conversion: sa.Table, dialect: str) -> t.Any:
+    """The user's conversions at or after a time, built once per table (a login runs it)."""
+    query = sa.select(conversion).where(
+        conversion.c.user_id == sa.bindparam("user_id"),
+        conversion.c.occurred_at >= sa.bindparam("since", type_=conversion.c.occurred_at.type),
+    )
+    if dialect == "postgresql":
+        query = query.with_for_update()  # in step with a concurrent restatement
+    return query.order_by(conversion.c.id)
 
 
 # -- recording -----------------------------------------------------------------------------------

@@ -149,20 +149,39 @@ def claim_touches(
 
     One ``UPDATE ... RETURNING``: under concurrency each row is claimed by exactly one transaction.
     """
+    if conn.dialect.update_returning:
+        claim = {"visitor": visitor_id, "user": user_id, "at": utcnow()}
+        result = conn.execute(_claim(touch_table), claim)
+        return [dict(r) for r in result.mappings()]
     stmt = (
         sa.update(touch_table)
         .where(touch_table.c.visitor_id == visitor_id, touch_table.c.claimed_by.is_(None))
         .values(claimed_by=user_id, claimed_at=utcnow())
     )
-    if conn.dialect.update_returning:
-        result = conn.execute(stmt.returning(*(touch_table.c[k] for k in TOUCH_FIELDS)))
-        return [dict(r) for r in result.mappings()]
     query = sa.select(*(touch_table.c[k] for k in TOUCH_FIELDS)).where(
         touch_table.c.visitor_id == visitor_id, touch_table.c.claimed_by.is_(None)
     )
     rows = [dict(r) for r in conn.execute(query.with_for_update()).mappings()]
     conn.execute(stmt)
     return rows
+
+
+@functools.lru_cache(maxsize=16)
+def _claim(touch_table: sa.Table) -> t.Any:
+    """:func:`claim_touches`' ``UPDATE ... RETURNING``, built once per table (parameters
+    ``visitor``, ``user`` and ``at``)."""
+    return (
+        sa.update(touch_table)
+        .where(
+            touch_table.c.visitor_id == sa.bindparam("visitor"),
+            touch_table.c.claimed_by.is_(None),
+        )
+        .values(
+            claimed_by=sa.bindparam("user", type_=touch_table.c.claimed_by.type),
+            claimed_at=sa.bindparam("at", type_=touch_table.c.claimed_at.type),
+        )
+        .returning(*(touch_table.c[k] for k in TOUCH_FIELDS))
+    )
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -192,11 +211,7 @@ def write_lead_sources(
         )
     ordered = sorted(unique.values(), key=lambda r: _naive_utc(r["timestamp"]))
     if cap is not None and ordered:
-        held = conn.scalar(
-            sa.select(sa.func.count())
-            .select_from(lead_table)
-            .where(lead_table.c.user_id == user_id)
-        )
+        held = conn.scalar(_rows_of_user(lead_table), {"user_id": user_id})
         room = max(0, cap - int(held or 0))
         if len(ordered) > room:
             known = set(
@@ -218,6 +233,13 @@ def write_lead_sources(
                 )
             ordered = fresh[:room]
     return insert_ignore(conn, lead_table, ordered, ("user_id", "touch_id"))
+
+
+@functools.lru_cache(maxsize=16)
+def _rows_of_user(lead_table: sa.Table) -> t.Any:
+    """How many ``LeadSource`` rows a user holds (the ``user_id`` parameter)."""
+    where = lead_table.c.user_id == sa.bindparam("user_id")
+    return sa.select(sa.func.count()).select_from(lead_table).where(where)
 
 
 # -- group commit -------------------------------------------------------------------------------
