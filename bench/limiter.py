@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/limiter.py                 # 1,000,000 clients
     .venv/bin/python bench/limiter.py --clients 200000
+    .venv/bin/python bench/limiter.py --threads 16    # the clients fed by 16 threads in turn
     .venv/bin/python bench/limiter.py --before        # also limits' MemoryStorage + moving
                                                       # window (the limiter before), 100,000 clients
     .venv/bin/python bench/limiter.py --redis redis://127.0.0.1:6379/0   # also a hit's cost there
@@ -9,7 +10,11 @@
 The limiter is built from the default settings, as ``init_app`` builds it. Measured:
 
 - the process's RSS before and after that many distinct client addresses (half IPv4 addresses,
-  half IPv6 addresses each in its own /64) went through it (target: at most +50 MB);
+  half IPv6 addresses each in its own /64) went through it (target: at most +50 MB). With
+  ``--threads N`` they go through it in chunks of 50,000, each chunk in the next of ``N`` threads
+  in turn, as ``make bench`` feeds a gthread worker's limiter (one request per chunk, served by
+  whichever of its threads). glibc gives each thread that allocates a malloc arena of its own,
+  so memory one thread frees is not reused by the others: ``--threads 16`` is the worker's figure;
 - the cost of a hit at 1 client and after all of them (a new client's first hit, allowed; one
   client over its limit, refused), and their ratio (target: about 1, O(1) per hit);
 - the time a hit takes when the Redis storage accepts connections and never answers: the hit
@@ -20,6 +25,7 @@ The limiter is built from the default settings, as ``init_app`` builds it. Measu
 from __future__ import annotations
 
 import argparse
+import queue
 import secrets
 import socket
 import sys
@@ -37,6 +43,8 @@ from flask_utm_tracker.config import load_settings  # noqa: E402
 SECRET = b"bench-secret"
 #: Hits per timed batch; each figure is the best of 10 batches.
 BATCH = 1_000
+#: Clients per chunk of ``--threads`` (the bench's requests to a worker's limiter).
+CHUNK = 50_000
 
 
 def rss_mb() -> float:
@@ -94,8 +102,37 @@ def batches(first: int, count: int = 10, size: int = BATCH) -> list[list[str]]:
     return [[address(first + b * size + n) for n in range(size)] for b in range(count)]
 
 
-def many_clients(limiter: t.Any, clients: int, label: str) -> list[Row]:
-    """RSS and per-hit cost of ``limiter`` before and after ``clients`` distinct clients."""
+def feed(hit: t.Callable[[str], t.Any], first: int, last: int, threads: int) -> None:
+    """Clients ``first`` to ``last - 1`` through ``hit``: in this thread, or with ``threads`` above
+    1 in chunks of :data:`CHUNK`, chunk ``c`` in thread ``c % threads``, one chunk at a time."""
+    if threads <= 1:
+        for n in range(first, last):
+            hit(address(n))
+        return
+    inboxes: list[queue.Queue[range | None]] = [queue.Queue() for _ in range(threads)]
+    done: queue.Queue[None] = queue.Queue()
+
+    def serve(inbox: queue.Queue[range | None]) -> None:
+        while (chunk := inbox.get()) is not None:
+            for n in chunk:
+                hit(address(n))
+            done.put(None)
+
+    pool = [threading.Thread(target=serve, args=(inbox,)) for inbox in inboxes]
+    for thread in pool:
+        thread.start()
+    for c, start in enumerate(range(first, last, CHUNK)):
+        inboxes[c % threads].put(range(start, min(start + CHUNK, last)))
+        done.get()
+    for inbox in inboxes:
+        inbox.put(None)
+    for thread in pool:
+        thread.join()
+
+
+def many_clients(limiter: t.Any, clients: int, label: str, threads: int = 1) -> list[Row]:
+    """RSS and per-hit cost of ``limiter`` before and after ``clients`` distinct clients, fed by
+    ``threads`` threads (see :func:`feed`; the timed hits run in this one)."""
     hit = limiter.hit
     over = [["192.0.2.1"] * BATCH] * 10
     for _ in range(100):
@@ -106,12 +143,11 @@ def many_clients(limiter: t.Any, clients: int, label: str) -> list[Row]:
         warm.hit(address(n))
         warm.hit("192.0.2.1")
     del warm
-    threads = threading.active_count()
+    running = threading.active_count()
     refused_at_1 = per_hit_us(hit, over)
     new_at_1 = per_hit_us(hit, batches(0))
     start = time.perf_counter()
-    for n in range(10 * BATCH, clients - 10 * BATCH):
-        hit(address(n))
+    feed(hit, 10 * BATCH, clients - 10 * BATCH, threads)
     new_at_n = per_hit_us(hit, batches(clients - 10 * BATCH))
     elapsed = time.perf_counter() - start
     refused_at_n = per_hit_us(hit, over)
@@ -123,7 +159,7 @@ def many_clients(limiter: t.Any, clients: int, label: str) -> list[Row]:
         Row(f"{label}: RSS after {clients:,} clients", f"{after:.1f} MB"),
         Row(f"{label}: RSS growth", f"{after - before:+.1f} MB", "<= +50 MB"),
         Row(f"{label}: counters held", f"{held}"),
-        Row(f"{label}: threads started", f"{threading.active_count() - threads}", "0"),
+        Row(f"{label}: threads started", f"{threading.active_count() - running}", "0"),
         Row(f"{label}: {clients:,} hits took", f"{elapsed:.1f} s"),
         Row(f"{label}: new client's hit, first clients", f"{new_at_1:.2f} us"),
         Row(f"{label}: new client's hit, {at_n}", f"{new_at_n:.2f} us"),
@@ -213,13 +249,17 @@ def redis_hits(url: str) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1_000_000)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="feed the clients from this many threads in turn"
+    )
     parser.add_argument("--before", action="store_true", help="also limits' MemoryStorage")
     parser.add_argument("--redis", metavar="URL", help="also the per-hit cost with this Redis")
     args = parser.parse_args()
     import logging
 
     logging.getLogger("flask_utm_tracker").setLevel(logging.CRITICAL)  # the breaker's warnings
-    rows = many_clients(default_limiter(), args.clients, "memory://")
+    label = "memory://" if args.threads <= 1 else f"memory://, {args.threads} threads"
+    rows = many_clients(default_limiter(), args.clients, label, args.threads)
     rows += hung_storage()
     if args.redis:
         rows += redis_hits(args.redis)
@@ -230,7 +270,9 @@ def main() -> None:
         before = default_limiter()
         before.storage = MemoryStorage()
         before.strategy = MovingWindowRateLimiter(before.storage)  # type: ignore[assignment]
-        rows += many_clients(before, 100_000, "before (limits' memory, moving window)")
+        rows += many_clients(
+            before, 100_000, "before (limits' memory, moving window)", args.threads
+        )
     width = max(len(row.what) for row in rows)
     values = max(len(row.value) for row in rows)
     print(f"{'':{width}}  {'measured':{values}}  target")

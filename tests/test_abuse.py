@@ -161,6 +161,58 @@ def test_the_bounded_storage_also_serves_limits_fixed_window() -> None:
     assert fixed.hit(item, "b")
 
 
+def test_the_bounded_storage_keeps_the_most_recently_used_counters() -> None:
+    # Against a model (an LRU dictionary): a small table, so that keys share probe runs and the
+    # counters dropped or cleared move the others back in the table.
+    import random
+    from collections import OrderedDict
+
+    from flask_utm_tracker.abuse import BoundedMemoryStorage
+
+    randomly = random.Random(11)
+    storage = BoundedMemoryStorage(max_keys=7)
+    model: OrderedDict[str, int] = OrderedDict()
+    expiry = 10**9  # one window for the whole test
+    for step in range(5000):
+        key = f"k{randomly.randrange(12)}"
+        if randomly.random() < 0.1:
+            storage.clear_sliding_window(key, expiry)
+            model.pop(key, None)
+        else:
+            assert storage.acquire_sliding_window_entry(key, 10**6, expiry)
+            model[key] = model.get(key, 0) + 1
+            model.move_to_end(key)
+            if len(model) > 7:
+                model.popitem(last=False)
+        assert len(storage) == len(model), step
+        for other in (f"k{n}" for n in range(12)):
+            assert storage.get_sliding_window(other, expiry)[2] == model.get(other, 0), step
+    assert storage.reset() == len(model)
+    assert len(storage) == 0 and storage.get_sliding_window("k1", expiry)[2] == 0
+
+
+def test_a_hit_keeps_no_memory_once_the_storage_is_full() -> None:
+    # Counters live in memory laid out when the storage is made: new clients past max_clients
+    # take the least recently used ones' slots and leave no Python object behind, and no
+    # dictionary is rebuilt (in a threaded worker, in whichever thread's malloc arena).
+    import tracemalloc
+
+    limits = limiter("5/minute;50/hour", max_clients=1000)
+    for n in range(3000):
+        limits.hit(f"10.0.{n >> 8}.{n & 255}")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(3000, 13_000):
+            limits.hit(f"10.1.{n >> 8 & 255}.{n & 255}")
+        kept, peak = (size - before for size in tracemalloc.get_traced_memory())
+    finally:
+        tracemalloc.stop()
+    assert kept < 10_000, kept  # bytes, for 10,000 new clients (a dictionary: 480 KB)
+    assert peak < 50_000, peak  # no table rebuilt on the way
+    assert limits.storage is not None and len(limits.storage) == 2 * 1000  # type: ignore[arg-type]
+
+
 # -- a hung storage --------------------------------------------------------------------------
 
 
