@@ -37,21 +37,24 @@ class Params(fields.Dict):
     The same field as ``fields.Dict(keys=String(validate=Length(max=100)), values=String())``,
     and documented as one, with a fast path for what the snippet sends (every name and value a
     string): that field deserializes each name and value through a field of its own, which was
-    a third of a beacon's validation. Anything else is checked by ``fields.Dict``, with its
-    messages.
+    a third of a beacon's validation. Anything else is checked by such a ``fields.Dict``, with
+    its messages.
     """
 
     def __init__(self, **kwargs: t.Any) -> None:
-        super().__init__(
-            keys=fields.String(validate=validate.Length(max=100)), values=fields.String(), **kwargs
-        )
+        super().__init__(keys=_param_name(), values=fields.String(), **kwargs)
+        self.checked = fields.Dict(keys=_param_name(), values=fields.String())
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
         if type(value) is dict and all(
             type(k) is str and len(k) <= 100 and type(v) is str for k, v in value.items()
         ):
             return dict(value)
-        return t.cast(t.Any, super())._deserialize(value, attr, data, **kwargs)
+        return self.checked.deserialize(value, attr, data, **kwargs)
+
+
+def _param_name() -> fields.String:
+    return fields.String(validate=validate.Length(max=100))
 
 
 class TouchSchema(Schema):
