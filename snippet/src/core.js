@@ -11,7 +11,7 @@ import { print } from "./debug.js";
 import { DEBUG, FULL } from "./flags.js";
 import { newId } from "./ids.js";
 import { domainOf, list } from "./link.js";
-import { parseParams } from "./params.js";
+import { parseQuery } from "./params.js";
 import { isNewTouch, newer } from "./rule.js";
 
 /**
@@ -25,6 +25,13 @@ import { isNewTouch, newer } from "./rule.js";
  * }} Options
  * @typedef {(name: "link" | "spa" | "answer", ready: (part: any) => void) => void} Use
  */
+
+/**
+ * A URL without its query string and fragment.
+ *
+ * @param {string} url
+ */
+const bare = (url) => url.split(/[?#]/)[0];
 
 /**
  * Create a tracker. The options are the script tag's data-* attributes, camel-cased.
@@ -64,15 +71,23 @@ export function createTracker(options, endpoint, use) {
   /** @returns {CookieState} what the cookie holds, `t` at least */
   const jar = () => readCookie(name) || { t: [] };
 
-  /** @returns {Stored} what localStorage holds, with the cookie's visitor id when it has one */
-  const load = () => {
+  /**
+   * @param {CookieState} [state] what the cookie holds (none: what localStorage holds alone)
+   * @returns {Stored} what localStorage holds, with the cookie's visitor id when it has one and
+   *   the newer latest touch of the two
+   */
+  const load = (state) => {
     let stored = memory;
     try {
-      const parsed = JSON.parse(/** @type {string} */ (localStorage.getItem(name)));
+      // Nothing stored: 0, and no error thrown (they cost CPU).
+      const parsed = JSON.parse(/** @type {any} */ (localStorage.getItem(name) || 0));
       if (parsed.queue) stored = parsed;
     } catch {}
     // The collector answers with its own visitor id in the cookie: both halves use that one.
-    stored.v = jar().v || stored.v;
+    if (state) {
+      stored.v = state.v || stored.v;
+      stored.latest = newer(stored.latest, /** @type {Touch} */ (state.l));
+    }
     return stored;
   };
 
@@ -92,23 +107,23 @@ export function createTracker(options, endpoint, use) {
   };
 
   /**
-   * Keep new touches (localStorage, cookie) after adopting the cookie's visitor id and latest touch.
+   * Keep a new touch (localStorage, cookie); `stored` has adopted the cookie's visitor id and
+   * latest touch (`load`).
    *
-   * @param {Touch[]} touches
-   * @param {Stored} stored what localStorage holds
+   * @param {Touch | null | undefined} touch the new touch, if any
    * @param {CookieState} state what the cookie holds
+   * @param {Stored} stored what localStorage holds
    */
-  const commit = (touches, stored = load(), state = jar()) => {
-    const visitor = (stored.v = state.v || stored.v || newId());
-    stored.latest = newer(stored.latest, /** @type {Touch} */ (state.l));
-    for (const touch of touches) {
+  const commit = (touch, state, stored) => {
+    const visitor = (stored.v ||= newId());
+    if (touch) {
       stored.queue.push(touch);
       state.t.push((stored.latest = touch));
       state.l = { id: touch.id, ts: touch.ts, params: /** @type {any} */ (touch.params) };
     }
     stored.first ||= stored.latest;
     save(stored);
-    if (touches[0] || state.v != visitor) {
+    if (touch || state.v != visitor) {
       state.v = visitor;
       setCookie(state);
     }
@@ -120,26 +135,32 @@ export function createTracker(options, endpoint, use) {
       const first = firstCapture;
       firstCapture = 0;
       if (consent < 0) return DEBUG && log(gpc ? 2 : 3), null;
-      const stored = load();
+      // One read of the cookie (it asks the browser process) and of localStorage per capture.
       const state = jar();
-      const latest = (FULL && held[held.length - 1]) || newer(stored.latest, /** @type {Touch} */ (state.l));
-      const params = parseParams(location.search, tags);
+      const stored = load(state);
+      const latest = (FULL && held[held.length - 1]) || stored.latest;
+      const [params, query] = parseQuery(location.search, tags);
       // The referrer and the navigation type belong to the page load, not to SPA route changes.
       const referrer = first && document.referrer;
-      const url = referrer && new URL(referrer);
-      const outside = url && url.host != location.host && !(FULL && domainOf(url.hostname, site)) ? referrer : undefined;
+      // Its host (a referrer has no user info); without URL, whose first use costs CPU.
+      const host = referrer && referrer.split("/")[2];
+      // Kept as origin and path: its query and fragment may hold another site's secrets.
+      const outside = host && host != location.host && !(FULL && domainOf(host.split(":")[0], site)) ? bare(referrer) : undefined;
       const now = Date.now();
       const fresh = isNewTouch(latest, params, !!outside, now);
-      // Asked only when it matters: making the navigation entry costs CPU.
-      const reload = fresh && first && performance.getEntriesByType("navigation")[0]?.type == "reload";
+      // Asked only when it matters (the first use of performance costs CPU). Navigation Timing 1's
+      // type (1: a reload) costs less than making Level 2's navigation entry; should a browser
+      // drop it, reloads would only go unnoticed.
+      const reload = fresh && first && performance.navigation?.type == 1;
       /** @type {Touch | null} */
-      const touch = fresh && !reload ? { id: newId(), ts: now, url: location.href, referrer: outside, params } : null;
+      // The landing URL without its fragment, and only the tracked parameters in its query.
+      const touch = fresh && !reload ? { id: newId(), ts: now, url: bare(location.href) + (query && "?" + query), referrer: outside, params } : null;
       // 0 captured, 1 held for consent; ignored because 4 reload, 5 same as latest, 6 same site, 7 direct.
       DEBUG && log(touch ? (consent ? 0 : 1) : reload ? 4 : outside || Object.keys(params)[0] ? 5 : referrer ? 6 : 7, touch);
       if (FULL && !consent) {
         if (touch) held.push(touch);
       } else {
-        commit(touch ? [touch] : [], stored, state);
+        commit(touch, state, stored);
         // From a task of its own, not the load's microtask checkpoint: the page goes first.
         if (touch || first) setTimeout(flush);
       }
@@ -157,6 +178,8 @@ export function createTracker(options, endpoint, use) {
    * One body per touch, {"v", "touches": [touch]}, keeps every request within the collector's
    * limits (50 touches, 16 KiB) and makes each answer speak for exactly one touch. A string body
    * goes as text/plain;charset=UTF-8, CORS-safelisted (Fetch standard): no CORS preflight.
+   * localStorage's visitor id is the cookie's as of the last capture; the cookie is read again
+   * once the collector has answered (the answer may carry the collector's visitor id).
    *
    * @param {unknown} [pagehide]
    */
@@ -166,28 +189,27 @@ export function createTracker(options, endpoint, use) {
       consent > 0 &&
       Promise.all(
         stored.queue.map((touch) => {
-          const id = touch.id;
           const body = JSON.stringify({ v: stored.v, touches: [touch] });
           return pagehide
             ? navigator.sendBeacon(endpoint, body)
-            : (DEBUG && log(8, id),
+            : (DEBUG && log(8, touch.id),
               fetch(endpoint, { method: "POST", body, keepalive: true, credentials: "include" }).then(
                 (response) => {
                   const drop = () => {
-                    const now = load();
-                    now.queue = now.queue.filter((queued) => queued.id != id);
+                    const now = load(jar());
+                    now.queue = now.queue.filter((queued) => queued.id != touch.id);
                     save(now);
                   };
                   // Any other answer is rare: the part "answer" says what it means.
                   if (response.status < 300) {
-                    DEBUG && log(9, id, response.status);
+                    DEBUG && log(9, touch.id, response.status);
                     drop();
                   } else {
-                    use("answer", (answer) => (warned = answer(response, endpoint, drop, warned, (/** @type {number} */ code) => DEBUG && log(code, id, response.status))));
+                    use("answer", (answer) => (warned = answer(response, endpoint, drop, warned, (/** @type {number} */ code) => DEBUG && log(code, touch.id, response.status))));
                   }
                 },
                 // A network or CORS error: kept (flush's catch settles the rejection).
-                DEBUG ? (/** @type {unknown} */ error) => log(11, id, error) : undefined,
+                ...(DEBUG ? [(/** @type {unknown} */ error) => log(11, touch.id, error)] : []),
               ));
         }),
       )
@@ -236,7 +258,12 @@ export function createTracker(options, endpoint, use) {
         if (!gpc) {
           consent = granted ? 1 : -1;
           if (granted) {
-            if (FULL) commit(held);
+            if (FULL) {
+              const state = jar();
+              const stored = load(state);
+              // Each held touch in turn, then none (the visitor id adopted, should none be held).
+              for (const touch of [...held, null]) commit(touch, state, stored);
+            }
           } else {
             memory = { queue: [] };
             setCookie();

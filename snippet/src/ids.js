@@ -2,18 +2,18 @@
 // with the cookie and the link token.
 
 /**
- * Base64url without padding of `bytes`.
+ * Base64url without padding of `binary`, a string of bytes (char codes 0 to 255).
  *
- * @param {Uint8Array} bytes
+ * @param {string} binary
  */
-export const base64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, (c) => (c == "+" ? "-" : c == "/" ? "_" : ""));
+export const base64url = (binary) => btoa(binary).replaceAll("+", "-").replaceAll("/", "_").split("=")[0];
 
 /**
  * Base64url of the UTF-8 bytes of `text` (Encoding standard).
  *
  * @param {string} text
  */
-export const encodeText = (text) => base64url(new TextEncoder().encode(text));
+export const encodeText = (text) => base64url(String.fromCharCode(...new TextEncoder().encode(text)));
 
 /**
  * The text whose UTF-8 bytes `value` holds in base64url (padded or not). Throws on garbage.
@@ -21,16 +21,18 @@ export const encodeText = (text) => base64url(new TextEncoder().encode(text));
  * @param {string} value
  */
 export const decodeText = (value) =>
-  new TextDecoder().decode(Uint8Array.from(atob(value.replace(/[-_]/g, (c) => (c == "-" ? "+" : "/"))), (c) => c.charCodeAt(0)));
+  new TextDecoder().decode(Uint8Array.from(atob(value.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt()));
 
 /**
  * A new id: 22 base64url characters from 16 random bytes (128 bits), as the collector's
  * ^[A-Za-z0-9_-]{1,64}$ wants. Math.random's bytes stay where crypto.getRandomValues is missing.
  */
 export function newId() {
-  const bytes = new Uint8Array(16).map(() => Math.random() * 256);
+  let bytes = new Uint8Array(16);
   try {
     crypto.getRandomValues(bytes);
-  } catch {}
-  return base64url(bytes);
+  } catch {
+    bytes = bytes.map(() => Math.random() * 256);
+  }
+  return base64url(String.fromCharCode(...bytes));
 }

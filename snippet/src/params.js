@@ -7,27 +7,44 @@ import list from "../../collector/flask_utm_tracker/data/params.json" with { typ
 const TRACKED = (list.utm + "," + list.click_ids).split(",");
 
 /**
- * The tracked parameters of a query string.
+ * The tracked parameters of a query string, and the query string with only them.
  *
  * Names match case-insensitively and are kept lower-case; the first non-empty value of a name
  * wins; values are trimmed and cut to `max_value_length` characters (the collector cuts them again);
- * utm_* values are lower-cased, click IDs and custom tags kept as sent.
+ * utm_* values are lower-cased, click IDs and custom tags kept as sent. The query kept has the
+ * parts (`name=value`) whose name is tracked, as written and in their order (as the collector's
+ * `strip_query` keeps them): anything else a landing URL carries (an OAuth `code`, a reset token, a
+ * session id) is never stored or sent.
  *
- * @param {string} query a query string, usually `location.search` (URLSearchParams over it costs
- *   less than parsing the whole URL)
- * @param {string[]} [tags] extra lower-case names to keep (`data-custom-tags`)
- * @returns {Record<string, string>}
+ * @param {string} query `location.search`: a query string with its "?", or ""
+ * @param {string[]} [tags] extra lower-case names to keep (`data-custom-tags`; concat takes none
+ *   as one name that never matches)
+ * @returns {[Record<string, string>, string]} the parameters, and the query kept (no "?")
  */
-export function parseParams(query, tags = []) {
+export function parseQuery(query, tags) {
   const names = TRACKED.concat(tags);
   /** @type {Record<string, string>} */
   const params = {};
-  for (const [name, raw] of new URLSearchParams(query)) {
-    const key = name.trim().toLowerCase();
-    const value = raw.trim().slice(0, list.max_value_length);
-    if (value && !params[key] && names.includes(key)) {
-      params[key] = key.startsWith("utm_") ? value.toLowerCase() : value;
+  const kept = [];
+  // Part by part, each decoded by URLSearchParams ("+" a space, percent-encoded UTF-8), so the
+  // parts kept stay as written.
+  for (const part of query.slice(1).split("&")) {
+    for (const [name, raw] of new URLSearchParams(part)) {
+      const key = name.trim().toLowerCase();
+      if (names.includes(key)) {
+        kept.push(part);
+        const value = raw.trim().slice(0, list.max_value_length);
+        if (value && !params[key]) params[key] = key.startsWith("utm_") ? value.toLowerCase() : value;
+      }
     }
   }
-  return params;
+  return [params, kept.join("&")];
 }
+
+/**
+ * The tracked parameters of a query string (see {@link parseQuery}).
+ *
+ * @param {string} query
+ * @param {string[]} [tags]
+ */
+export const parseParams = (query, tags) => parseQuery(query, tags)[0];

@@ -34,6 +34,6 @@ export const newer = (a, b) => (!a || (b && b.ts > a.ts) ? b : a);
  * @param {number} now epoch ms
  */
 export function isNewTouch(latest, params, external, now) {
-  if (Object.keys(params).length) return !latest || !sameParams(latest.params, params);
+  if (Object.keys(params)[0]) return !latest || !sameParams(latest.params, params);
   return external && (!latest || now - latest.ts > SESSION);
 }

@@ -14,8 +14,10 @@ try {
   // The full and debug builds run for the tag that handed over to them (or for their own tag).
   if (FULL) script = script?._utm || script;
   const options = script?.dataset || {};
+  // Without URL, whose first use in a page costs CPU: the last path segment and what follows
+  // replaced. No script (or one without src): the collector's default mount.
   /** @param {string} file */
-  const beside = (file) => (script ? new URL(file, script.src || location.href).href : "/utm/" + file);
+  const beside = (file) => (script?.src || "/utm/").replace(/[^/?#]*([?#].*)?$/, file);
   /**
    * Add the classic script snippet-<name>.js from beside this one; it finds `hand` as
    * `document.currentScript._utm`.

@@ -106,7 +106,10 @@ export class Browser {
       };
     });
     define("performance", {
-      getEntriesByType: (type) => (type == "navigation" ? [{ type: browser.navigation }] : []),
+      // Navigation Timing 1's type: 0 navigate, 1 reload, 2 back_forward.
+      get navigation() {
+        return { type: ["navigate", "reload", "back_forward"].indexOf(browser.navigation) };
+      },
     });
     define("history", {
       pushState: (state, title, url) => {

@@ -91,7 +91,7 @@ test("a referral makes a touch only without a latest touch or after 30 minutes",
   const browser = new Browser();
   const referral = (await load(browser, "https://www.example.com/", "https://news.ycombinator.com/item?id=1")).touch;
   assert.deepEqual(referral.params, {});
-  assert.equal(referral.referrer, "https://news.ycombinator.com/item?id=1");
+  assert.equal(referral.referrer, "https://news.ycombinator.com/item", "origin and path: no query");
   t.mock.timers.tick(29 * MINUTE);
   assert.equal((await load(browser, "https://www.example.com/", "https://www.reddit.com/")).touch, null);
   t.mock.timers.tick(31 * MINUTE);
@@ -463,7 +463,7 @@ test("never throws: cookies throwing, fetch missing, sendBeacon missing, no perf
   const tracker = createTracker();
   const touch = tracker.capture();
   assert.equal(touch, null, "no performance: capture gives up quietly");
-  Object.defineProperty(globalThis, "performance", { value: { getEntriesByType: () => [] }, configurable: true });
+  Object.defineProperty(globalThis, "performance", { value: { navigation: { type: 0 } }, configurable: true });
   browser.url = LANDING;
   assert.ok(tracker.capture());
   await tracker.flush();
@@ -488,4 +488,40 @@ test("never throws without a browser at all (server-side rendering)", async () =
   await tracker.flush();
   assert.deepEqual(tracker.touches(), { first: null, latest: null });
   await tracker.consent(true);
+});
+
+test("secrets in the landing URL (an OAuth code, state, a token) and the referrer's query never leave the page", async () => {
+  const SECRET = "?code=4%2F0Ab_SeCrEt&state=xyzzy&utm_source=News&token=t0k3n&gclid=G1#access_token=frag";
+  // Not acknowledged: the touch stays queued, so the pagehide beacon carries it too.
+  const browser = new Browser({ collector: () => 503 });
+  const { touch } = await load(browser, "https://www.example.com/callback" + SECRET, "https://accounts.example.org/o/oauth2/auth?client_id=1&code=leak#frag", {
+    linkDomains: "brandapp.io",
+  });
+  assert.equal(touch.url, "https://www.example.com/callback?utm_source=News&gclid=G1", "only the tracked parameters, as written");
+  assert.equal(touch.referrer, "https://accounts.example.org/o/oauth2/auth", "origin and path");
+  browser.dispatch("pagehide");
+  const link = { href: "https://brandapp.io/signup" };
+  link.closest = () => link;
+  browser.dispatch("mousedown", { target: link });
+  const token = Buffer.from(new URL(link.href).searchParams.get("_utm"), "base64url").toString("utf8");
+  const places = {
+    localStorage: JSON.stringify([...browser.storage]),
+    cookie: JSON.stringify([...browser.jar]) + browser.cookieWrites.join() + JSON.stringify(browser.cookie()),
+    beacon: browser.requests.map((r) => r.init.body).join() + JSON.stringify(browser.beacons),
+    token,
+  };
+  assert.ok(browser.requests.length && browser.beacons.length && token.includes(touch.id));
+  for (const [place, text] of Object.entries(places)) {
+    for (const secret of ["code", "4%2F0Ab_SeCrEt", "SeCrEt", "xyzzy", "t0k3n", "access_token", "frag", "client_id", "leak"]) {
+      assert.ok(!text.includes(secret), `${secret} in ${place}: ${text}`);
+    }
+  }
+});
+
+test("the landing URL keeps the custom tags it tracks, and tracked names match as the collector's strip_query does", async () => {
+  const browser = new Browser();
+  const { touch } = await load(browser, "https://www.example.com/p?REF=Bob&session=s3cr3t&UTM_Medium=cpc&utm_term=&x=1", "", { customTags: "ref" });
+  assert.equal(touch.url, "https://www.example.com/p?REF=Bob&UTM_Medium=cpc&utm_term=");
+  const plain = await load(new Browser(), "https://www.example.com/?ref=Bob&utm_source=a");
+  assert.equal(plain.touch.url, "https://www.example.com/?utm_source=a", "a custom tag only when named");
 });
