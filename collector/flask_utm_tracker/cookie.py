@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import typing as t
 from dataclasses import dataclass, field
@@ -129,14 +128,7 @@ Secret = str | bytes | t.Sequence[str | bytes]
 
 
 def _signer(secret: Secret) -> Signer:
-    keys = (secret,) if isinstance(secret, (str, bytes)) else tuple(secret)
-    return _signer_of(keys)
-
-
-@functools.lru_cache(maxsize=16)
-def _signer_of(keys: tuple[str | bytes, ...]) -> Signer:
-    """One signer per set of keys: making one derives a key per secret (an HMAC each), which
-    every beacon and landing page would otherwise pay again."""
+    keys = [secret] if isinstance(secret, (str, bytes)) else list(secret)
     return Signer([k.encode("utf-8") if isinstance(k, str) else k for k in keys], salt=SIGNED_SALT)
 
 
