@@ -20,14 +20,17 @@ forks).
 
 from __future__ import annotations
 
+import decimal
 import functools
+import json
 import logging
 import os
 import threading
 import typing as t
+import uuid
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,22 +61,37 @@ def insert_ignore(
 ) -> list[dict[str, t.Any]]:
     """Insert ``rows`` into ``table``, skipping those that clash on ``keys``.
 
+    On PostgreSQL the rows travel as one JSON parameter (:func:`_recordset_insert`); elsewhere as
+    a multi-row ``VALUES``.
+
     :return: the rows actually inserted, with their ``id`` (``rows`` on dialects without
         ``RETURNING``).
     """
     if not rows:
         return []
     dialect = conn.dialect
+    if dialect.name == "postgresql":
+        names = tuple(c.name for c in table.c if c.name in rows[0])
+        document = _json_rows(table, names, rows, dialect)
+        if document is not None:
+            stmt = _recordset_insert(table, names, tuple(keys))
+            return _returned(conn.execute(stmt, {"rows": document}), rows, keys)
     returning = dialect.insert_returning and (
         dialect.insert_executemany_returning or len(rows) == 1
     )
     stmt = _insert_ignore(table, dialect.name, tuple(keys), returning)
     if returning:
-        result = conn.execute(stmt, list(rows))
-        by_key = {tuple(str(row[k]) for k in keys): row for row in rows}
-        return [{**by_key[tuple(map(str, r[1:]))], "id": r[0]} for r in result]
+        return _returned(conn.execute(stmt, list(rows)), rows, keys)
     conn.execute(stmt, list(rows))
     return [dict(r) for r in rows]
+
+
+def _returned(
+    result: t.Any, rows: t.Sequence[t.Mapping[str, t.Any]], keys: t.Sequence[str]
+) -> list[dict[str, t.Any]]:
+    """The ``rows`` an ``INSERT ... RETURNING id, *keys`` inserted, each with its ``id``."""
+    by_key = {tuple(str(row[k]) for k in keys): row for row in rows}
+    return [{**by_key[tuple(map(str, r[1:]))], "id": r[0]} for r in result]
 
 
 @functools.lru_cache(maxsize=64)
@@ -90,6 +108,77 @@ def _insert_ignore(table: sa.Table, dialect: str, keys: tuple[str, ...], returni
     if returning:
         stmt = stmt.returning(table.c.id, *(table.c[k] for k in keys))
     return stmt
+
+
+@functools.lru_cache(maxsize=64)
+def _recordset_insert(table: sa.Table, names: tuple[str, ...], keys: tuple[str, ...]) -> t.Any:
+    """``INSERT INTO table (names) SELECT names FROM json_to_recordset(:rows) AS r(name type,
+    ...) ON CONFLICT (keys) DO NOTHING RETURNING id, keys`` (PostgreSQL).
+
+    The same statement for any number of rows, with one parameter: psycopg converts a query's
+    placeholders anew on every run when it has more than 50 of them (a multi-row ``VALUES`` of
+    ``LeadSource`` has 30 per row), which cost more than the insert itself, and the server
+    plans a statement of any length again each time.
+    """
+    columns = [table.c[name] for name in names]
+    source = (
+        sa.func.json_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text), sa.JSON))
+        .table_valued(*(sa.column(c.name, c.type) for c in columns))
+        .render_derived(name="r", with_types=True)
+    )
+    select = sa.select(*(source.c[name] for name in names))
+    return (
+        postgresql.insert(table)
+        .from_select(list(names), select)
+        .on_conflict_do_nothing(index_elements=list(keys))
+        .returning(table.c.id, *(table.c[k] for k in keys))
+    )
+
+
+def _json_rows(
+    table: sa.Table,
+    names: tuple[str, ...],
+    rows: t.Sequence[t.Mapping[str, t.Any]],
+    dialect: t.Any,
+) -> str | None:
+    """``rows`` as the JSON array :func:`_recordset_insert` reads: each value first through its
+    column type's bind processing (a host's ``TypeDecorator`` user id included), JSON columns
+    as they are; ``None`` when a value has no JSON form (the caller then uses ``VALUES``)."""
+    processors = _processors(table, names, dialect)
+    out = []
+    for row in rows:
+        item = {}
+        for name, process in zip(names, processors, strict=True):
+            value = row.get(name)
+            item[name] = process(value) if process is not None and value is not None else value
+        out.append(item)
+    try:
+        return json.dumps(out, default=_json_value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _processors(
+    table: sa.Table, names: tuple[str, ...], dialect: t.Any
+) -> tuple[t.Callable[[t.Any], t.Any] | None, ...]:
+    processors: list[t.Callable[[t.Any], t.Any] | None] = []
+    for name in names:
+        type_ = table.c[name].type
+        if isinstance(type_, sa.JSON):
+            processors.append(None)  # the object itself: json_to_recordset reads it as JSON
+        else:
+            processors.append(type_.dialect_impl(dialect).bind_processor(dialect))
+    return tuple(processors)
+
+
+def _json_value(value: t.Any) -> t.Any:
+    """The JSON form PostgreSQL parses back into the column's type."""
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)
+    raise TypeError(f"No JSON form for {type(value).__name__}.")
 
 
 def touch_values(
