@@ -37,6 +37,9 @@ function init(args)
   ok = 0
   session = args[4] or ""
   address_pool(args[6], args[7] or "100000")
+  -- Each wrk (one per gunicorn, all with tid 1) starts at its own user, from its seed: in
+  -- lockstep they would log the same user in on both servers at once.
+  first_user = (tonumber(args[6]) or 0) % users
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
   wrk.body = "csrf_token=" .. (args[5] or "")
@@ -54,7 +57,7 @@ function request()
       .. '","utm_medium":"' .. mediums[s] .. '","utm_campaign":"c' .. k .. '"}}'
   end
   local json = '{"v":"v' .. id .. '","t":[' .. table.concat(touches, ",") .. ']}'
-  local user = (tid * 7919 + counter) % users
+  local user = (first_user + tid * 7919 + counter) % users
   local path = wrk.path .. "bench-" .. user .. "@example.com"
   local cookie = cookie_name .. "=" .. b64url(json)
   if session ~= "" then cookie = session .. "; " .. cookie end
