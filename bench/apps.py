@@ -142,8 +142,18 @@ def make_host(tracked: bool, db_url: str) -> tuple[Flask, t.Any, t.Any]:
         return db.session.get(User, int(user_id))
 
     db.init_app(app)
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
     Apm(app)
+    if not tracked:
+
+        @app.post("/utm/beacon")
+        @csrf.exempt
+        def beacon() -> Response:
+            """The ingest figures' reference: bare Flask's beacon route in the host app (its
+            hooks, Flask-Login and the session interface, no extension)."""
+            request.get_data()
+            return Response(status=204)
+
     if tracked:
         from flask_utm_tracker import UTMTracker
 

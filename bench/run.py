@@ -227,7 +227,7 @@ def serving(logdir: Path, *servers: Server, ready: str = "/") -> t.Iterator[None
         for server in servers:
             server.start(logdir)
         for server in servers:
-            server.wait_ready("/" if server.app == "bare" else ready)
+            server.wait_ready("/" if server.app in ("bare", "plain") else ready)
         yield
     finally:
         for server in servers:
@@ -580,6 +580,13 @@ def ingest_figures(logdir: Path, ablations: bool) -> list[Row]:
                     server("rollback-journal", "tracked", "sqlite", rollback),
                 ),
             ]
+        # The reference: what the host's own hooks cost a request that does nothing else.
+        subjects.append(
+            Subject(
+                "reference: host app without the extension, bare Flask's beacon route",
+                Server("host-route", "plain", prepare(f"sqlite:///{tmp}/host-route.db")),
+            )
+        )
         bare = Server("bare", "bare")
         servers = [bare, *(s.server for s in subjects)]
         log(f"beacon ingest: bare Flask and {len(subjects)} servers, {ROUNDS} rounds each")
@@ -597,6 +604,8 @@ def ingest_figures(logdir: Path, ablations: bool) -> list[Row]:
         ]
         # "A 2xx means it is stored": every acknowledged beacon has its row.
         for s in subjects:
+            if s.server.app == "plain":
+                continue
             stored = count_rows(s.server.db, "utm_touch")
             rows.append(
                 Row(
