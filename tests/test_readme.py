@@ -85,3 +85,21 @@ def test_every_configuration_key_the_readme_names_exists() -> None:
 
 def test_the_readme_cites_no_file_outside_the_repository() -> None:
     assert not re.search(r"\.\./|DESIGN\.md|/work/|shared/", README)
+
+
+def test_the_deployment_section_states_the_defaults_the_code_has() -> None:
+    """The README's figures for the rate limit are the ones the extension runs with."""
+    import inspect
+
+    from flask_utm_tracker import abuse, config
+
+    section = " ".join(README.split("## Deploying", 1)[1].split("\n## ", 1)[0].split())
+    breaker = inspect.signature(abuse.RateLimiter.__init__).parameters["cooldown"].default
+    assert f"`{config.RATE_LIMIT}`" in section
+    assert f"by its /{config.RATE_LIMIT_IPV6_PREFIX} network" in section
+    assert f"{config.RATE_LIMIT_IPV6_PREFIX} by default" in section
+    assert f"at most {config.RATE_LIMIT_MAX_CLIENTS:,} clients" in section
+    assert f"at most {config.RATE_LIMIT_TIMEOUT * 1000:.0f} ms" in section
+    assert f"unlimited for {breaker:.0f} seconds" in section
+    for key in ("RATE_LIMIT", "RATE_LIMIT_IPV6_PREFIX", "RATE_LIMIT_MAX_CLIENTS"):
+        assert f"`UTM_TRACKER_{key}`" in section
