@@ -43,7 +43,7 @@ const bare = (url) => url.split(/[?#]/)[0];
 export function createTracker(options, endpoint, use) {
   const name = (FULL && options.cookieName) || "utm_tracker";
   const remembered = name + "_consent";
-  const tags = FULL ? list(options.customTags) : [];
+  const tags = FULL ? list(options.customTags) : undefined;
   const links = FULL ? list(options.linkDomains) : [];
   // Referrers from these hosts (and their sub-domains) are this site, as is the page's own host.
   const site = FULL ? list([options.linkDomains, options.siteHosts, options.cookieDomain]) : [];
@@ -172,8 +172,8 @@ export function createTracker(options, endpoint, use) {
 
   /**
    * Send every queued touch: with fetch, whose answer settles it or keeps it queued; with
-   * sendBeacon on pagehide (its answer is never seen: the touches stay queued). Where fetch is
-   * missing it throws, the touches stay queued and pagehide sends them.
+   * sendBeacon on pagehide (its answer is never seen: the touches stay queued). Never throws:
+   * where fetch (or sendBeacon) is missing the touches stay queued, and pagehide sends them.
    *
    * One body per touch, {"v", "touches": [touch]}, keeps every request within the collector's
    * limits (50 touches, 16 KiB) and makes each answer speak for exactly one touch. A string body
@@ -184,36 +184,38 @@ export function createTracker(options, endpoint, use) {
    * @param {unknown} [pagehide]
    */
   const send = (pagehide) => {
-    const stored = load();
-    return (
-      consent > 0 &&
-      Promise.all(
-        stored.queue.map((touch) => {
-          const body = JSON.stringify({ v: stored.v, touches: [touch] });
-          return pagehide
-            ? navigator.sendBeacon(endpoint, body)
-            : (DEBUG && log(8, touch.id),
-              fetch(endpoint, { method: "POST", body, keepalive: true, credentials: "include" }).then(
-                (response) => {
-                  const drop = () => {
-                    const now = load(jar());
-                    now.queue = now.queue.filter((queued) => queued.id != touch.id);
-                    save(now);
-                  };
-                  // Any other answer is rare: the part "answer" says what it means.
-                  if (response.status < 300) {
-                    DEBUG && log(9, touch.id, response.status);
-                    drop();
-                  } else {
-                    use("answer", (answer) => (warned = answer(response, endpoint, drop, warned, (/** @type {number} */ code) => DEBUG && log(code, touch.id, response.status))));
-                  }
-                },
-                // A network or CORS error: kept (flush's catch settles the rejection).
-                ...(DEBUG ? [(/** @type {unknown} */ error) => log(11, touch.id, error)] : []),
-              ));
-        }),
-      )
-    );
+    try {
+      const stored = load();
+      return (
+        consent > 0 &&
+        Promise.all(
+          stored.queue.map((touch) => {
+            const body = JSON.stringify({ v: stored.v, touches: [touch] });
+            return pagehide
+              ? navigator.sendBeacon(endpoint, body)
+              : (DEBUG && log(8, touch.id),
+                fetch(endpoint, { method: "POST", body, keepalive: true, credentials: "include" }).then(
+                  (response) => {
+                    const drop = () => {
+                      const now = load(jar());
+                      now.queue = now.queue.filter((queued) => queued.id != touch.id);
+                      save(now);
+                    };
+                    // Any other answer is rare: the part "answer" says what it means.
+                    if (response.status < 300) {
+                      DEBUG && log(9, touch.id, response.status);
+                      drop();
+                    } else {
+                      use("answer", (answer) => (warned = answer(response, endpoint, drop, warned, (/** @type {number} */ code) => DEBUG && log(code, touch.id, response.status))));
+                    }
+                  },
+                  // A network or CORS error: kept (flush's catch settles the rejection).
+                  ...(DEBUG ? [(/** @type {unknown} */ error) => log(11, touch.id, error)] : []),
+                ));
+          }),
+        )
+      );
+    } catch {}
   };
 
   /** Send what is not yet acknowledged; resolves once the collector has answered (never rejects). */
@@ -221,11 +223,7 @@ export function createTracker(options, endpoint, use) {
 
   try {
     if (DEBUG && (options.debug != null || location.search.includes("utm_debug=1"))) log = print;
-    addEventListener("pagehide", () => {
-      try {
-        send(1);
-      } catch {}
-    });
+    addEventListener("pagehide", () => send(1));
     if (FULL && links[0]) {
       use("link", (linker) =>
         // The touches a link carries: the first, then the cookie's pending ones (consent given).
@@ -269,7 +267,7 @@ export function createTracker(options, endpoint, use) {
             setCookie();
             localStorage.removeItem(name);
           }
-          localStorage.setItem(remembered, String(consent));
+          localStorage.setItem(remembered, /** @type {any} */ (consent));
         }
       } catch {}
       if (FULL) held = [];

@@ -2,18 +2,18 @@
 // with the cookie and the link token.
 
 /**
- * Base64url without padding of `binary`, a string of bytes (char codes 0 to 255).
+ * Base64url without padding of `bytes`.
  *
- * @param {string} binary
+ * @param {Uint8Array} bytes
  */
-export const base64url = (binary) => btoa(binary).replaceAll("+", "-").replaceAll("/", "_").split("=")[0];
+export const base64url = (bytes) => btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").split("=")[0];
 
 /**
  * Base64url of the UTF-8 bytes of `text` (Encoding standard).
  *
  * @param {string} text
  */
-export const encodeText = (text) => base64url(String.fromCharCode(...new TextEncoder().encode(text)));
+export const encodeText = (text) => base64url(new TextEncoder().encode(text));
 
 /**
  * The text whose UTF-8 bytes `value` holds in base64url (padded or not). Throws on garbage.
@@ -34,5 +34,5 @@ export function newId() {
   } catch {
     bytes = bytes.map(() => Math.random() * 256);
   }
-  return base64url(String.fromCharCode(...bytes));
+  return base64url(bytes);
 }
