@@ -11,7 +11,7 @@ every statement.
 **Group commit.** An anonymous beacon is answered 2xx only once its rows are committed. The request
 threads of one process queue their beacons, and the thread that finds no write in progress becomes
 the *leader*: it takes every queued beacon and writes all of their rows in one transaction (the
-per-visitor cap counted first, then one multi-row insert), then wakes the others. When that
+per-visitor cap counted first, then one insert of all their rows), then wakes the others. When that
 transaction fails, every beacon in it gets the error (the caller answers 503); a failure that is not
 a lost connection is retried one beacon at a time, so one bad beacon cannot fail its neighbours.
 Under light load a batch holds one beacon. No thread is started (nothing to restart after gunicorn
