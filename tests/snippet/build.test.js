@@ -48,6 +48,11 @@ test("every committed static/snippet*.js is fresh: `npm run build` would not cha
   }
 });
 
+/** Let the scripts the page adds run, and what they start settle. */
+const scriptsRun = async () => {
+  for (let i = 0; i < 4; i++) await settle();
+};
+
 test("the IIFE runs from a script tag: window.utmTracker, endpoint beside the script", async () => {
   const browser = new Browser({ url: "https://www.example.com/?utm_source=a&ref=Bob", referrer: "https://mail.yahoo.com/" });
   browser.install();
@@ -56,7 +61,7 @@ test("the IIFE runs from a script tag: window.utmTracker, endpoint beside the sc
     new Function(readFileSync(IIFE, "utf8"))();
     const tracker = globalThis.utmTracker;
     assert.deepEqual(Object.keys(tracker).sort(), ["capture", "consent", "flush", "touches"]);
-    await settle();
+    await scriptsRun();
     assert.deepEqual(browser.scripts, [], "a plain tag loads nothing more");
     assert.equal(browser.requests[0].url, "https://app.example.com/utm/beacon");
     assert.deepEqual(browser.requests[0].body.touches[0].params, { utm_source: "a" });
@@ -69,11 +74,6 @@ test("the IIFE runs from a script tag: window.utmTracker, endpoint beside the sc
     Browser.reset();
   }
 });
-
-/** Let the scripts the page adds run, and what they start settle. */
-const scriptsRun = async () => {
-  for (let i = 0; i < 4; i++) await settle();
-};
 
 test("the IIFE hands a tag with data-* options over to snippet-full.js: custom tags, cookie domain, name, max-age, endpoint", async () => {
   const browser = new Browser({ url: "https://www.example.com/?utm_source=a&ref=Bob", referrer: "https://app.example.com/" });
@@ -151,13 +151,38 @@ test("the IIFE without options honours GPC: nothing stored or sent", async () =>
   }
 });
 
+test("the IIFE captures before any other task: a page left at once still sends its touch (sendBeacon), one touch in all", async () => {
+  const browser = new Browser({ url: "https://www.example.com/?utm_source=a&gclid=G", referrer: "https://mail.yahoo.com/" });
+  browser.install();
+  try {
+    runTag({});
+    // The first task after the script's own (queued before anything the script queues): the
+    // visitor leaves the page.
+    await new Promise((resolve) => setTimeout(() => resolve(browser.dispatch("pagehide"))));
+    assert.equal(browser.beacons.length, 1);
+    const [touch] = browser.beacons[0].body.touches;
+    assert.deepEqual(touch.params, { utm_source: "a", gclid: "G" });
+    assert.equal(touch.referrer, "https://mail.yahoo.com/");
+    assert.equal(browser.cookie().t[0].id, touch.id);
+    assert.equal(browser.stored().queue[0].id, touch.id);
+    // Should the page stay (or come back from the back/forward cache), the same touch goes by
+    // fetch too, and nothing else does.
+    await scriptsRun();
+    assert.deepEqual(browser.requests.map((r) => r.body.touches[0].id), [touch.id]);
+    assert.equal(globalThis.utmTracker.touches().first.id, touch.id);
+  } finally {
+    delete globalThis.utmTracker;
+    Browser.reset();
+  }
+});
+
 test("the IIFE without document.currentScript falls back to /utm/beacon and does not throw", async () => {
   const browser = new Browser({ url: "https://www.example.com/?gclid=G" });
   browser.install();
   globalThis.document.currentScript = null;
   try {
     new Function(readFileSync(IIFE, "utf8"))();
-    await settle();
+    await scriptsRun();
     assert.equal(browser.requests[0].url, "/utm/beacon");
   } finally {
     delete globalThis.utmTracker;
@@ -177,7 +202,7 @@ test("the IIFE loads a part only when the page needs it, from beside itself", as
   browser.install();
   try {
     runTag({});
-    await settle();
+    await scriptsRun();
     assert.deepEqual(browser.scripts, [], "a plain tag loads nothing more");
     assert.equal(browser.requests.length, 1);
   } finally {
@@ -232,8 +257,7 @@ test("the IIFE loads snippet-answer.js for an answer other than 2xx: 4xx dropped
     browser.install();
     try {
       runTag({});
-      await settle();
-      await settle();
+      await scriptsRun();
       assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-answer.js"], `answer ${status}`);
       assert.equal(browser.stored().queue.length, kept ? 1 : 0, `answer ${status}`);
     } finally {
@@ -258,8 +282,7 @@ test("the IIFE with data-debug or ?utm_debug=1 hands over to snippet-debug.js, w
     try {
       runTag({ ...dataset, customTags: "ref" });
       assert.equal(globalThis.utmTracker, undefined, "the debug build makes the tracker");
-      await settle();
-      await settle();
+      await scriptsRun();
       assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-debug.js"]);
       assert.deepEqual(Object.keys(globalThis.utmTracker).sort(), ["capture", "consent", "flush", "touches"]);
       assert.equal(browser.requests[0].url, "https://app.example.com/utm/beacon", "beside the tag that asked");
