@@ -129,14 +129,16 @@ export function createTracker(options, endpoint, use) {
     }
   };
 
-  /** Read the current URL again; returns the new touch, or null when this view makes none. */
-  const capture = () => {
+  /**
+   * The capture, given what the cookie holds (nothing when consent is refused: no touch then).
+   *
+   * @param {CookieState} [state]
+   */
+  const take = (state) => {
     try {
       const first = firstCapture;
       firstCapture = 0;
       if (consent < 0) return DEBUG && log(gpc ? 2 : 3), null;
-      // One read of the cookie (it asks the browser process) and of localStorage per capture.
-      const state = jar();
       const stored = load(state);
       const latest = (FULL && held[held.length - 1]) || stored.latest;
       const [params, query] = parseQuery(location.search, tags);
@@ -169,6 +171,14 @@ export function createTracker(options, endpoint, use) {
       return null;
     }
   };
+
+  /**
+   * Read the current URL again; returns the new touch, or null when this view makes none. One
+   * read of the cookie (it asks the browser process) and of localStorage per capture; the cookie
+   * is read here, outside `take`, so the stack Chromium captures for it holds this small function
+   * and not the capture's whole body (V8 re-parses each function on it for source positions).
+   */
+  const capture = () => take(consent < 0 ? undefined : jar());
 
   /**
    * Send every queued touch: with fetch, whose answer settles it or keeps it queued; with
