@@ -44,15 +44,15 @@ export function fit(touches, limit, wrap) {
 }
 
 /**
- * Decode a cookie value (`t` an empty list when left out); `undefined` for anything without a
- * visitor id. Throws on garbage.
+ * Decode a cookie value (`t` an empty list when left out or null); `undefined` for anything
+ * without a visitor id. Throws on garbage.
  *
  * @param {string} value
  * @returns {CookieState | undefined}
  */
 export function decode(value) {
   const state = JSON.parse(decodeText(value));
-  if (state.v) return { t: [], ...state };
+  if (state.v) return (state.t ||= []), state;
 }
 
 /**

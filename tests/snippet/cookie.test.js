@@ -66,6 +66,11 @@ test("a value the collector wrote decodes, with t defaulting to []", () => {
   assert.deepEqual(decode(value), { v: "abc", t: [], l: { id: "x", ts: 5, params: { gclid: "G" } } });
 });
 
+test("a null t decodes as [], as the collector reads it", () => {
+  const value = Buffer.from(JSON.stringify({ v: "abc", t: null })).toString("base64url");
+  assert.deepEqual(decode(value), { v: "abc", t: [] });
+});
+
 test("readCookie finds its cookie among others and ignores garbage", () => {
   const browser = new Browser().install();
   browser.jar.set("session", "abc");
