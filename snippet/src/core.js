@@ -188,8 +188,10 @@ export function createTracker(options, endpoint, use) {
    * One body per touch, {"v", "touches": [touch]}, keeps every request within the collector's
    * limits (50 touches, 16 KiB) and makes each answer speak for exactly one touch. A string body
    * goes as text/plain;charset=UTF-8, CORS-safelisted (Fetch standard): no CORS preflight.
-   * localStorage's visitor id is the cookie's as of the last capture; the cookie is read again
-   * once the collector has answered (the answer may carry the collector's visitor id).
+   * localStorage's visitor id is the cookie's as of the last capture. An answer does not read the
+   * cookie again (each read is a synchronous request to the browser process): should the answer
+   * have set the collector's own visitor id there, the next capture takes it, and the collector
+   * stores touches under its signed cookie's id, never the body's.
    *
    * @param {unknown} [pagehide]
    */
@@ -207,7 +209,7 @@ export function createTracker(options, endpoint, use) {
                 fetch(endpoint, { method: "POST", body, keepalive: true, credentials: "include" }).then(
                   (response) => {
                     const drop = () => {
-                      const now = load(jar());
+                      const now = load();
                       now.queue = now.queue.filter((queued) => queued.id != touch.id);
                       save(now);
                     };

@@ -139,12 +139,17 @@ test("the cookie's visitor id wins: the collector's answer sets its own, and loc
   const browser = new Browser();
   // The collector answers a beacon with the visitor cookie holding its own (signed) visitor id.
   browser.collector = () => (browser.setCookie({ ...browser.cookie(), v: "serverIssued" }), 204);
-  const { tracker } = await load(browser, LANDING);
+  const { tracker, touch } = await load(browser, LANDING);
   assert.notEqual(browser.requests[0].body.v, "serverIssued");
-  assert.equal(browser.stored().v, "serverIssued", "taken after the answer");
+  // The answer is handled without reading the cookie again: the touch acknowledged, and the id
+  // taken by the next capture.
+  assert.deepEqual(browser.stored().queue, []);
+  assert.notEqual(browser.stored().v, "serverIssued");
+  assert.equal(browser.cookie().t[0].id, touch.id, "the cookie keeps its pending touch");
   browser.collector = () => 503;
   browser.url = "https://www.example.com/?utm_source=next";
   tracker.capture();
+  assert.equal(browser.stored().v, "serverIssued", "taken by the next capture");
   await tracker.flush();
   assert.equal(browser.requests.at(-1).body.v, "serverIssued");
   assert.equal(browser.cookie().v, "serverIssued");
