@@ -150,10 +150,11 @@ export function createTracker(options, endpoint, use) {
       const outside = host && host != location.host && !(FULL && domainOf(host.split(":")[0], site)) ? bare(referrer) : undefined;
       const now = Date.now();
       const fresh = isNewTouch(latest, params, !!outside, now);
-      // Asked only when it matters (the first use of performance costs CPU). Navigation Timing 1's
-      // type (1: a reload) costs less than making Level 2's navigation entry; should a browser
-      // drop it, reloads would only go unnoticed.
-      const reload = fresh && first && performance.navigation?.type == 1;
+      // Asked only when it matters (the first use of performance costs CPU): when the view would
+      // be a touch and one is stored (with nothing stored a reload repeats nothing, so a new
+      // visitor's page never asks). Navigation Timing 1's type (1: a reload) costs less than
+      // making Level 2's navigation entry; should a browser drop it, reloads would only go unnoticed.
+      const reload = fresh && first && latest && performance.navigation?.type == 1;
       /** @type {Touch | null} */
       // The landing URL without its fragment, and only the tracked parameters in its query.
       const touch = fresh && !reload ? { id: newId(), ts: now, url: bare(location.href) + (query && "?" + query), referrer: outside, params } : null;

@@ -19,6 +19,8 @@ export class Browser {
     this.url = url;
     this.referrer = referrer;
     this.navigation = navigation;
+    /** How often the page asked performance.navigation. */
+    this.navigationReads = 0;
     this.gpc = gpc;
     /** @type {Map<string, string>} */
     this.jar = new Map();
@@ -108,6 +110,7 @@ export class Browser {
     define("performance", {
       // Navigation Timing 1's type: 0 navigate, 1 reload, 2 back_forward.
       get navigation() {
+        browser.navigationReads++;
         return { type: ["navigate", "reload", "back_forward"].indexOf(browser.navigation) };
       },
     });

@@ -80,10 +80,24 @@ test("the same campaign again is no new touch; another one is, and the first tou
 });
 
 test("reloading a landing page makes no touch, even one with new parameters", async () => {
-  const browser = new Browser({ navigation: "reload" });
+  const browser = new Browser();
+  assert.ok((await load(browser, LANDING, WEBMAIL)).touch);
+  // Another tab's campaign since: the landing page's parameters are no longer the latest touch's.
+  assert.ok((await load(browser, "https://www.example.com/?utm_source=other")).touch);
+  browser.navigation = "reload";
   assert.equal((await load(browser, LANDING, WEBMAIL)).touch, null);
-  assert.equal(browser.stored()?.queue.length ?? 0, 0);
-  assert.equal(browser.requests.length, 0);
+  assert.equal(browser.requests.length, 2);
+  assert.equal(browser.stored().queue.length, 0);
+});
+
+test("with nothing stored a view is a touch, reload or not: a new visitor's page never asks performance", async () => {
+  for (const navigation of ["navigate", "reload"]) {
+    const browser = new Browser({ navigation });
+    const { touch } = await load(browser, LANDING, WEBMAIL);
+    assert.deepEqual(touch.params, PARAMS, navigation);
+    assert.equal(browser.navigationReads, 0, "its first use costs main-thread CPU");
+    assert.equal(browser.requests.length, 1);
+  }
 });
 
 test("a referral makes a touch only without a latest touch or after 30 minutes", async (t) => {
@@ -411,14 +425,18 @@ test("the first beacon leaves from a microtask after the capture call, before an
 });
 
 test("SPA: capture() reads the new URL; the referrer and reload belong to the first capture only", async () => {
-  const browser = new Browser({ navigation: "reload" });
-  const { tracker } = await load(browser, "https://www.example.com/", WEBMAIL);
+  const browser = new Browser();
+  await load(browser, "https://www.example.com/?utm_source=mail");
+  browser.navigation = "reload";
+  // A reload of a page whose parameters are not the latest touch's: no touch.
+  const { tracker, touch: reloaded } = await load(browser, "https://www.example.com/?utm_source=tab", WEBMAIL);
+  assert.equal(reloaded, null);
   browser.url = "https://www.example.com/app?utm_source=ads&utm_medium=cpc";
   const touch = tracker.capture();
   assert.deepEqual(touch.params, { utm_source: "ads", utm_medium: "cpc" });
   assert.equal(touch.referrer, undefined);
   await tracker.flush();
-  assert.equal(browser.requests.length, 1);
+  assert.equal(browser.requests.length, 2);
   browser.url = "https://www.example.com/app/settings";
   assert.equal(tracker.capture(), null);
 });
