@@ -917,6 +917,7 @@ def snippet_rows() -> list[Row]:
     if "snippet" not in own or "plausible" not in own:
         return [*rows, not_run(what, "its output has no 'own' lines")]
     mine, theirs = float(own["snippet"]), float(own["plausible"])
+    paired = re.search(r"^\s*paired by round, (.*)$", out, re.MULTILINE)
     rows.append(
         Row(
             what,
@@ -927,7 +928,7 @@ def snippet_rows() -> list[Row]:
             "",
             mine <= theirs,
             "each: its page's median minus a page without a script"
-            f" ({medians.get('none', '?')} ms)",
+            f" ({medians.get('none', '?')} ms)" + (f"; {paired.group(1)}" if paired else ""),
         )
     )
     return rows
