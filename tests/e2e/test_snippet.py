@@ -164,6 +164,28 @@ def test_consent_denied(site: t.Callable[..., Site], tab: Tab) -> None:
     assert tab.errors == []
 
 
+def test_refusal_relayed_by_the_tags_onload_sends_nothing(
+    site: t.Callable[..., Site], tab: Tab
+) -> None:
+    """A consent manager that already knows the visitor refused relays it from the script tag's
+    onload: the first beacon waits for a task of its own, which runs after that load event, so
+    nothing is sent, stored or claimed (nor does an answer bring the cookie back)."""
+    s = site()
+    src = s.url("/utm/snippet.js")
+    (s.static / "refused.html").write_text(
+        "<!doctype html><title>refused</title>"
+        f'<script src="{src}" async onload="utmTracker.consent(false)"></script>'
+    )
+    tab.page.goto(s.url("/static/refused.html" + LANDING_QUERY), referer=WEBMAIL)
+    tab.page.wait_for_function("localStorage.getItem('utm_tracker_consent') === '-1'")
+    tab.page.wait_for_timeout(500)  # a beacon, had one left, would have been answered by now
+    assert tab.beacons == []
+    assert s.rows("Touch") == []
+    assert tab.cookie() is None
+    assert tab.storage() is None
+    assert tab.errors == []
+
+
 BLOCKED_STORAGE = """
 const denied = () => { throw new DOMException("The operation is insecure.", "SecurityError"); };
 Object.defineProperty(window, "localStorage", { get: denied });

@@ -425,6 +425,21 @@ test("the first beacon leaves from a task of its own, not from the capture call"
   assert.equal(browser.requests.length, 1);
 });
 
+test("a refusal made in the first task after the capture (a tag's onload) stops the first beacon", async () => {
+  const browser = new Browser({ url: LANDING, referrer: WEBMAIL });
+  // The collector's answer would write the cookie back.
+  browser.collector = () => (browser.setCookie({ ...(browser.cookie() || { t: [] }), v: "signed" }), 204);
+  browser.install();
+  const tracker = createTracker();
+  setTimeout(() => tracker.consent(false));
+  await Promise.resolve().then(tracker.capture);
+  await settle();
+  await settle();
+  assert.equal(browser.requests.length, 0);
+  assert.equal(browser.cookie(), undefined);
+  assert.equal(browser.stored(), undefined);
+});
+
 test("SPA: capture() reads the new URL; the referrer and reload belong to the first capture only", async () => {
   const browser = new Browser();
   await load(browser, "https://www.example.com/?utm_source=mail");
