@@ -64,6 +64,8 @@ export function createTracker(options, endpoint, use) {
   // Global Privacy Control wins, unless the tag says data-gpc="ignore" (the collector's Jinja
   // helper does when UTM_TRACKER_RESPECT_GPC is off).
   let gpc = false;
+  /** @type {string | null | undefined} a consent() choice of an earlier page, as remembered */
+  let chosen;
   /** 1: granted, 0: waiting for consent(), -1: denied or GPC (nothing stored or sent). */
   let consent = FULL && options.consent == "required" ? 0 : 1;
   if (FULL) endpoint = options.endpoint || endpoint;
@@ -151,10 +153,12 @@ export function createTracker(options, endpoint, use) {
       const now = Date.now();
       const fresh = isNewTouch(latest, params, !!outside, now);
       // Asked only when it matters (the first use of performance costs CPU): when the view would
-      // be a touch and one is stored (with nothing stored a reload repeats nothing, so a new
-      // visitor's page never asks). Navigation Timing 1's type (1: a reload) costs less than
-      // making Level 2's navigation entry; should a browser drop it, reloads would only go unnoticed.
-      const reload = fresh && first && latest && performance.navigation?.type == 1;
+      // be a touch and the browser has a history here, a stored touch or a remembered consent()
+      // (consent(false) empties storage, but the collector keeps what was sent before it). With
+      // neither a reload repeats nothing, so a new visitor's page never asks. Navigation Timing
+      // 1's type (1: a reload) costs less than making Level 2's navigation entry; should a
+      // browser drop it, reloads would only go unnoticed.
+      const reload = fresh && first && (latest || chosen) && performance.navigation?.type == 1;
       /** @type {Touch | null} */
       // The landing URL without its fragment, and only the tracked parameters in its query.
       const touch = fresh && !reload ? { id: newId(), ts: now, url: bare(location.href) + (query && "?" + query), referrer: outside, params } : null;
@@ -247,7 +251,8 @@ export function createTracker(options, endpoint, use) {
     // Last: reading localStorage may throw (then consent stays as the tag says).
     gpc = (!FULL || options.gpc != "ignore") && navigator.globalPrivacyControl === true;
     // A consent(true|false) of an earlier page holds until revoked.
-    consent = gpc ? -1 : +(/** @type {string} */ (localStorage.getItem(remembered))) || consent;
+    chosen = localStorage.getItem(remembered);
+    consent = gpc ? -1 : +(/** @type {string} */ (chosen)) || consent;
   } catch {}
 
   return {

@@ -45,12 +45,13 @@ test("no deprecated escape/unescape in the snippet", () => {
   assert.doesNotMatch(source, /\b(un)?escape\(/);
 });
 
-test("ids fall back to Math.random where crypto.getRandomValues is missing", (t) => {
+test("ids are 128 random bits from crypto.getRandomValues, and never made from a guessable source", (t) => {
+  assert.match(newId(), /^[A-Za-z0-9_-]{22}$/);
+  assert.notEqual(newId(), newId());
   t.mock.method(globalThis.crypto, "getRandomValues", () => {
     throw new Error("no crypto");
   });
-  assert.match(newId(), /^[A-Za-z0-9_-]{22}$/);
-  assert.notEqual(newId(), newId());
+  assert.throws(newId, /no crypto/);
 });
 
 test("the value is base64url without padding of UTF-8 JSON, read back by any base64url decoder", () => {

@@ -90,6 +90,32 @@ test("reloading a landing page makes no touch, even one with new parameters", as
   assert.equal(browser.stored().queue.length, 0);
 });
 
+test("without crypto.getRandomValues no touch is made, nothing is stored or sent, and nothing throws", async (t) => {
+  t.mock.method(globalThis.crypto, "getRandomValues", () => {
+    throw new Error("no crypto");
+  });
+  const browser = new Browser();
+  const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
+  assert.equal(touch, null);
+  assert.equal(tracker.capture(), null);
+  await tracker.consent(true);
+  assert.deepEqual([browser.requests.length, browser.cookieWrites.length], [0, 0]);
+  assert.equal(browser.stored()?.queue.length ?? 0, 0);
+});
+
+test("revoked then granted again, a reload of the landing page makes no second touch", async () => {
+  const browser = new Browser();
+  const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
+  assert.ok(touch);
+  await tracker.consent(false);
+  await tracker.consent(true);
+  // No touch stored now, only the choice; the collector still has the touch sent before.
+  assert.equal(browser.stored().latest, undefined);
+  browser.navigation = "reload";
+  assert.equal((await load(browser, LANDING, WEBMAIL)).touch, null);
+  assert.equal(browser.requests.length, 1);
+});
+
 test("with nothing stored a view is a touch, reload or not: a new visitor's page never asks performance", async () => {
   for (const navigation of ["navigate", "reload"]) {
     const browser = new Browser({ navigation });
