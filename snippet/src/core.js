@@ -195,8 +195,9 @@ export function createTracker(options, endpoint, use) {
    * goes as text/plain;charset=UTF-8, CORS-safelisted (Fetch standard): no CORS preflight.
    * localStorage's visitor id is the cookie's as of the last capture. An answer does not read the
    * cookie again (each read is a synchronous request to the browser process): should the answer
-   * have set the collector's own visitor id there, the next capture takes it, and the collector
-   * stores touches under its signed cookie's id, never the body's.
+   * have set the collector's own visitor id there, the next capture takes it. The collector stores
+   * touches under its signed cookie's id (without a SECRET_KEY, under the body's, which its answer
+   * then writes into the cookie).
    *
    * @param {unknown} [pagehide]
    */
