@@ -218,7 +218,8 @@ def main() -> None:
         f" (95% interval {low:+.2f} to {high:+.2f} ms); lower in {below} of {args.runs} rounds"
     )
     verdict = "at most" if medians["snippet"] <= medians["plausible"] else "ABOVE"
-    print(f"  the snippet is {verdict} Plausible's tracker")
+    paired = "below" if high < 0 else "above" if low > 0 else "level with (the interval holds 0)"
+    print(f"  the snippet is {verdict} Plausible's tracker by medians; paired, {paired}")
 
 
 if __name__ == "__main__":
