@@ -64,31 +64,40 @@ export function decode(value) {
 export const encode = (state, limit = MAX_LENGTH) => fit(state.t, limit, (t) => ({ ...state, t: t[0] ? t : undefined }));
 
 /**
- * The decoded cookie `name` from `document.cookie` (RFC 6265 section 5.4: "name=value; name2=..."),
- * or `undefined`: missing, not ours, or cookies blocked (reading them throws then). Never throws.
+ * The value of cookie `name` in `jar` (`document.cookie`: RFC 6265 section 5.4, "name=value;
+ * name2=..."), or `undefined`.
  *
+ * @param {string} jar
  * @param {string} name
  */
-export function readCookie(name) {
+export const cookieValue = (jar, name) => ("; " + jar).split("; " + name + "=")[1]?.split(";")[0];
+
+/**
+ * The decoded cookie `name` in `jar`, or `undefined`: missing, not ours, or garbage. Never throws.
+ *
+ * @param {string} jar `document.cookie`
+ * @param {string} name
+ */
+export function readCookie(jar, name) {
   try {
     // No cookie is the usual case for a new visitor: answered without throwing (a thrown error
     // costs V8 a re-parse of the functions on its stack, for their source positions).
-    const value = ("; " + document.cookie).split("; " + name + "=")[1];
-    if (value) return decode(value.split(";")[0]);
+    const value = cookieValue(jar, name);
+    if (value) return decode(value);
   } catch {}
 }
 
 /**
  * Write cookie `name` for the whole site: SameSite=Lax, Secure on https (RFC 6265bis); an empty
- * `state` expires it (Max-Age=0).
+ * `value` expires it (Max-Age=0).
  *
  * @param {string} name
- * @param {CookieState | undefined} state
+ * @param {string | number} value cookie-octets only (an {@link encode}d state, a number)
  * @param {number | string} maxAge seconds
  * @param {string} [domain] e.g. ".example.com" to share it with sub-domains
  */
-export function writeCookie(name, state, maxAge, domain) {
+export function writeCookie(name, value, maxAge, domain) {
   document.cookie =
-    name + "=" + (state ? encode(state) : "") + "; Path=/; SameSite=Lax; Max-Age=" + (state ? maxAge : 0) +
-    (domain ? "; Domain=" + domain : "") + (location.protocol == "https:" ? "; Secure" : "");
+    name + "=" + value + ";path=/;samesite=lax;max-age=" + (value ? maxAge : 0) +
+    (domain ? ";domain=" + domain : "") + (location.protocol == "https:" ? ";secure" : "");
 }

@@ -6,12 +6,12 @@
 // logs are compiled only into the debug build and the ES module, the options only some tags set
 // (consent, GPC ignored, site hosts, custom tags) only into the full and debug builds and the ES
 // module (flags.js).
-import { readCookie, writeCookie } from "./cookie.js";
+import { cookieValue, encode, readCookie, writeCookie } from "./cookie.js";
 import { print } from "./debug.js";
 import { DEBUG, FULL } from "./flags.js";
 import { newId } from "./ids.js";
 import { domainOf, list } from "./link.js";
-import { parseQuery } from "./params.js";
+import { parseQuery, TRACKED } from "./params.js";
 import { isNewTouch, newer } from "./rule.js";
 
 /**
@@ -43,7 +43,8 @@ const bare = (url) => url.split(/[?#]/)[0];
 export function createTracker(options, endpoint, use) {
   const name = (FULL && options.cookieName) || "utm_tracker";
   const remembered = name + "_consent";
-  const tags = FULL ? list(options.customTags) : undefined;
+  // The tracked names, and the custom tags.
+  const names = FULL ? TRACKED.concat(list(options.customTags)) : TRACKED;
   const links = FULL ? list(options.linkDomains) : [];
   // Referrers from these hosts (and their sub-domains) are this site, as is the page's own host.
   const site = FULL ? list([options.linkDomains, options.siteHosts, options.cookieDomain]) : [];
@@ -52,6 +53,14 @@ export function createTracker(options, endpoint, use) {
   /** @type {Stored} the state, should localStorage not keep it */
   let memory = { queue: [] };
   let firstCapture = 1;
+  /**
+   * Whether the last capture found no cookie of ours (a new visitor, or a browser that dropped or
+   * blocks it): localStorage is then taken to hold nothing of ours (the cookie outlives it unless
+   * removed), and the state stays in memory, because the first use of localStorage in a page
+   * costs main-thread CPU; the page stores it as it goes (pagehide). A capture that finds our
+   * cookie reads and writes localStorage as before.
+   */
+  let lazy = 0;
   let warned = 0;
   /** @type {Promise<unknown>} */
   let sending = Promise.resolve();
@@ -64,14 +73,26 @@ export function createTracker(options, endpoint, use) {
   // Global Privacy Control wins, unless the tag says data-gpc="ignore" (the collector's Jinja
   // helper does when UTM_TRACKER_RESPECT_GPC is off).
   let gpc = false;
-  /** @type {string | null | undefined} a consent() choice of an earlier page, as remembered */
+  /** @type {string | undefined} a consent() choice as remembered in its cookie ("1", "-1") */
   let chosen;
   /** 1: granted, 0: waiting for consent(), -1: denied or GPC (nothing stored or sent). */
   let consent = FULL && options.consent == "required" ? 0 : 1;
   if (FULL) endpoint = options.endpoint || endpoint;
 
-  /** @returns {CookieState} what the cookie holds, `t` at least */
-  const jar = () => readCookie(name) || { t: [] };
+  /**
+   * Read the cookies (a synchronous request to the browser process): ours, and the remembered
+   * consent into `chosen`.
+   *
+   * @returns {CookieState} what our cookie holds, `t` at least
+   */
+  const jar = () => {
+    let all = "";
+    try {
+      all = document.cookie;
+    } catch {}
+    chosen = cookieValue(all, remembered);
+    return readCookie(all, name) || { t: [] };
+  };
 
   /**
    * @param {CookieState} [state] what the cookie holds (none: what localStorage holds alone)
@@ -82,7 +103,7 @@ export function createTracker(options, endpoint, use) {
     let stored = memory;
     try {
       // Nothing stored: 0, and no error thrown (they cost CPU).
-      const parsed = JSON.parse(/** @type {any} */ (localStorage.getItem(name) || 0));
+      const parsed = !lazy && JSON.parse(/** @type {any} */ (localStorage.getItem(name) || 0));
       if (parsed.queue) stored = parsed;
     } catch {}
     // The collector answers with its own visitor id in the cookie: both halves use that one.
@@ -97,14 +118,17 @@ export function createTracker(options, endpoint, use) {
   const save = (stored) => {
     memory = stored;
     try {
-      localStorage.setItem(name, JSON.stringify(stored));
+      lazy || localStorage.setItem(name, JSON.stringify(stored));
     } catch {}
   };
 
-  /** @param {CookieState} [state] none: expire the cookie */
-  const setCookie = (state) => {
+  /**
+   * @param {string} cookie our cookie or the remembered consent's
+   * @param {string | number} value "": expire it
+   */
+  const setCookie = (cookie, value) => {
     try {
-      writeCookie(name, state, (FULL && options.maxAge) || 31536000, FULL && options.cookieDomain);
+      writeCookie(cookie, value, (FULL && options.maxAge) || 31536000, FULL && options.cookieDomain);
     } catch {}
   };
 
@@ -127,23 +151,24 @@ export function createTracker(options, endpoint, use) {
     save(stored);
     if (touch || state.v != visitor) {
       state.v = visitor;
-      setCookie(state);
+      setCookie(name, encode(state));
     }
   };
 
   /**
-   * The capture, given what the cookie holds (nothing when consent is refused: no touch then).
+   * The capture, given what the cookie holds.
    *
-   * @param {CookieState} [state]
+   * @param {CookieState} state
    */
   const take = (state) => {
     try {
       const first = firstCapture;
       firstCapture = 0;
       if (consent < 0) return DEBUG && log(gpc ? 2 : 3), null;
+      lazy = !state.v;
       const stored = load(state);
       const latest = (FULL && held[held.length - 1]) || stored.latest;
-      const [params, query] = parseQuery(location.search, tags);
+      const [params, query] = parseQuery(location.search, names);
       // The referrer and the navigation type belong to the page load, not to SPA route changes.
       const referrer = first && document.referrer;
       // Its host (a referrer has no user info); without URL, whose first use costs CPU.
@@ -169,7 +194,8 @@ export function createTracker(options, endpoint, use) {
       } else {
         commit(touch, state, stored);
         // From a task of its own, not the load's microtask checkpoint: the page goes first.
-        if (touch || first) setTimeout(flush);
+        // Every capture also retries what is still queued.
+        setTimeout(flush);
       }
       return touch;
     } catch {
@@ -179,13 +205,18 @@ export function createTracker(options, endpoint, use) {
 
   /**
    * Read the current URL again; returns the new touch, or null when this view makes none. One
-   * read of the cookie (it asks the browser process) and of localStorage per capture; the cookie
-   * is read here, outside `take`, so that the stack Chromium captures for it (V8 re-parses each
+   * read of the cookie (it asks the browser process) per capture, and of localStorage unless the
+   * page began without our cookie (`lazy`); the cookie is read here, outside `take`, so that the stack Chromium captures for it (V8 re-parses each
    * function on it for source positions) need not hold the capture's body. The minifier inlines
    * the single-use `take` back into this function, which costs about 0.1 ms of that re-parsing;
    * building without that inlining costs 36 B more than the budget leaves (ARCHITECTURE.md).
    */
-  const capture = () => take(consent < 0 ? undefined : jar());
+  const capture = () => {
+    const state = jar();
+    // A consent(true|false) of an earlier page (or another tab) holds until revoked; GPC wins.
+    consent = gpc ? -1 : +(/** @type {string} */ (chosen)) || consent;
+    return take(state);
+  };
 
   /**
    * Send every queued touch: with fetch, whose answer settles it or keeps it queued; with
@@ -243,7 +274,9 @@ export function createTracker(options, endpoint, use) {
 
   try {
     if (DEBUG && (options.debug != null || location.search.includes("utm_debug=1"))) log = print;
-    addEventListener("pagehide", () => send(1));
+    // A page that kept its state in memory stores it as it goes, if it has one (consent held
+    // back stores nothing); should another tab have stored its own meanwhile, that one stays.
+    addEventListener("pagehide", () => (lazy && memory.v && save(load((lazy = 0))), send(1)));
     if (FULL && links[0]) {
       use("link", (linker) =>
         // The touches a link carries: the first, then the cookie's pending ones (consent given).
@@ -251,11 +284,8 @@ export function createTracker(options, endpoint, use) {
       );
     }
     if (FULL && /^(auto|true)$/.test(/** @type {any} */ (options.spa))) use("spa", (spa) => spa(capture));
-    // Last: reading localStorage may throw (then consent stays as the tag says).
+    // The remembered consent() choice is read with the cookie, at the first capture.
     gpc = (!FULL || options.gpc != "ignore") && navigator.globalPrivacyControl === true;
-    // A consent(true|false) of an earlier page holds until revoked.
-    chosen = localStorage.getItem(remembered);
-    consent = gpc ? -1 : +(/** @type {string} */ (chosen)) || consent;
   } catch {}
 
   return {
@@ -285,10 +315,10 @@ export function createTracker(options, endpoint, use) {
             }
           } else {
             memory = { queue: [] };
-            setCookie();
+            setCookie(name, "");
             localStorage.removeItem(name);
           }
-          localStorage.setItem(remembered, /** @type {any} */ (consent));
+          setCookie(remembered, consent);
         }
       } catch {}
       if (FULL) held = [];

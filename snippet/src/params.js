@@ -4,7 +4,7 @@
 // into one comma-separated string, which joins the same as the array node reads).
 import list from "../../collector/flask_utm_tracker/data/params.json" with { type: "json" };
 
-const TRACKED = (list.utm + "," + list.click_ids).split(",");
+export const TRACKED = (list.utm + "," + list.click_ids).split(",");
 
 /**
  * The tracked parameters of a query string, and the query string with only them.
@@ -17,12 +17,11 @@ const TRACKED = (list.utm + "," + list.click_ids).split(",");
  * session id) is never stored or sent.
  *
  * @param {string} query `location.search`: a query string with its "?", or ""
- * @param {string[]} [tags] extra lower-case names to keep (`data-custom-tags`; concat takes none
- *   as one name that never matches)
+ * @param {string[]} names the lower-case names to keep: {@link TRACKED}, and the custom tags
+ *   (`data-custom-tags`) when there are any
  * @returns {[Record<string, string>, string]} the parameters, and the query kept (no "?")
  */
-export function parseQuery(query, tags) {
-  const names = TRACKED.concat(tags);
+export function parseQuery(query, names) {
   /** @type {Record<string, string>} */
   const params = {};
   const kept = [];
@@ -47,4 +46,4 @@ export function parseQuery(query, tags) {
  * @param {string} query
  * @param {string[]} [tags]
  */
-export const parseParams = (query, tags) => parseQuery(query, tags)[0];
+export const parseParams = (query, tags = []) => parseQuery(query, TRACKED.concat(tags))[0];

@@ -27,15 +27,17 @@ try {
    */
   const add = (name, hand) =>
     document.head.append(Object.assign(document.createElement("script"), { src: beside(`snippet-${name}.js`), _utm: hand }));
-  if (!window.utmTracker) {
+  // self: the window (shorter in the build).
+  if (!self.utmTracker) {
     // Logging asked for: the debug build. Any option (a data-* attribute): the full build.
-    const other = FULL ? "" : options.debug != null || location.search.includes("utm_debug=1") ? "debug" : Object.keys(options)[0] && "full";
-    if (other) {
-      add(other, script);
+    /** @type {unknown} */
+    let other;
+    if (!FULL && (other = "debug" in options || location.search.includes("utm_debug=1") ? "debug" : Object.keys(options)[0] && "full")) {
+      add(/** @type {string} */ (other), script);
     } else {
       // A part hands itself to `ready`.
       const tracker = createTracker(options, beside("beacon"), add);
-      /** @type {any} */ (window).utmTracker = tracker;
+      /** @type {any} */ (self).utmTracker = tracker;
       // Captured from the microtask checkpoint that ends this script's evaluation: reading
       // document.cookie makes Chromium capture the stack with source positions, and with this
       // script's top level and its function on the stack V8 re-parses nearly all of it for them.

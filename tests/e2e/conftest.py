@@ -211,6 +211,12 @@ class Tab:
         self.page.wait_for_function("window.utmTracker")
         self.page.evaluate("utmTracker.flush()")
 
+    def leave(self) -> None:
+        """Go to a page of the same origin without the snippet, as a visitor moving on: the page
+        before gets its ``pagehide`` (a page that began without the snippet's cookie keeps its
+        state in memory until then)."""
+        self.page.goto(self.page.evaluate("location.origin") + "/utm/openapi.json")
+
     def storage(self, key: str = "utm_tracker") -> t.Any:
         return self.page.evaluate(f"JSON.parse(localStorage.getItem({key!r}))")
 

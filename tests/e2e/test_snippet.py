@@ -17,6 +17,9 @@ def test_webmail_landing_to_lead_source(site: t.Callable[..., Site], tab: Tab) -
     s = site()
     tab.goto(s.url(s.landing("landing") + LANDING_QUERY), referer=WEBMAIL)
     [touch] = s.wait_rows("Touch", 1)
+    # A new visitor's page leaves localStorage alone (its first use costs CPU) until it goes.
+    assert tab.page.evaluate("utmTracker.touches().first.id") == touch.touch_id
+    tab.leave()
     stored = tab.storage()
     cookie = tab.cookie()
     assert cookie is not None
@@ -144,6 +147,10 @@ def test_consent_granted(site: t.Callable[..., Site], tab: Tab) -> None:
 
     tab.page.evaluate("utmTracker.consent(true)")
     [touch] = s.wait_rows("Touch", 1)
+    assert [(c["name"], c["value"]) for c in tab.context.cookies() if "consent" in c["name"]] == [
+        ("utm_tracker_consent", "1")
+    ]
+    tab.leave()
     assert tab.storage()["first"]["id"] == touch.touch_id
     assert tab.cookie()["l"]["id"] == touch.touch_id  # type: ignore[index]
     assert touch.referrer == WEBMAIL
@@ -157,8 +164,8 @@ def test_consent_denied(site: t.Callable[..., Site], tab: Tab) -> None:
     tab.page.evaluate("history.pushState({}, '', '?utm_source=later'); utmTracker.capture()")
     tab.page.evaluate("utmTracker.flush()")
     tab.page.goto(s.url(s.landing("other", consent="required")))  # pagehide; refusal remembered
-    assert tab.page.evaluate("Object.keys(localStorage)") == ["utm_tracker_consent"]
-    assert tab.context.cookies() == []
+    assert tab.page.evaluate("Object.keys(localStorage)") == []
+    assert tab.page.evaluate("document.cookie") == "utm_tracker_consent=-1"
     assert tab.beacons == []
     assert s.rows("Touch") == []
     assert tab.errors == []
@@ -177,7 +184,7 @@ def test_refusal_relayed_by_the_tags_onload_sends_nothing(
         f'<script src="{src}" async onload="utmTracker.consent(false)"></script>'
     )
     tab.page.goto(s.url("/static/refused.html" + LANDING_QUERY), referer=WEBMAIL)
-    tab.page.wait_for_function("localStorage.getItem('utm_tracker_consent') === '-1'")
+    tab.page.wait_for_function("document.cookie.includes('utm_tracker_consent=-1')")
     tab.page.wait_for_timeout(500)  # a beacon, had one left, would have been answered by now
     assert tab.beacons == []
     assert s.rows("Touch") == []
@@ -268,6 +275,7 @@ def test_subdomains_share_the_cookie(site: t.Callable[..., Site], tab: Tab) -> N
     cookie = tab.cookie()
     assert cookie is not None and cookie["domain"] == ".example.test"
     assert cookie["v"] == touch.visitor_id
+    tab.page.evaluate("utmTracker.capture()")  # a page with the cookie stores as it captures
     assert tab.storage()["queue"] == []  # the cross-origin answer was readable (CORS)
 
     tab.page.goto(s.url("/", host="app.example.test"))
@@ -307,7 +315,7 @@ def test_linker_decorates_links_and_forms_to_the_other_domain(
         f'<script src="{src}" async data-link-domains="localhost,127.0.0.1"></script>'
     )
     tab.goto(s.url("/static/marketing.html" + LANDING_QUERY), referer=WEBMAIL)
-    first = tab.storage()["first"]
+    first = tab.page.evaluate("utmTracker.touches().first")
     assert tab.page.get_attribute("#signup", "href") == app, "not rewritten on load"
 
     requests: list[str] = []
@@ -365,7 +373,9 @@ def test_consent_remembered_across_pages_until_revoked(
     # Revoked: the snippet's storage and cookie go, only the refusal stays, and later
     # pages capture nothing, with or without data-consent.
     tab.page.evaluate("utmTracker.consent(false)")
-    assert tab.page.evaluate("Object.keys(localStorage)") == ["utm_tracker_consent"]
+    assert tab.page.evaluate("Object.keys(localStorage)") == []
+    # The snippet's cookies: the refusal (the server's signed, HttpOnly one is the server's).
+    assert tab.page.evaluate("document.cookie") == "utm_tracker_consent=-1"
     assert tab.cookie() is None
     tab.goto(s.url(page + "?utm_source=again"))
     tab.goto(s.url(s.landing("plain") + "?utm_source=plain"))
@@ -386,6 +396,7 @@ def test_misconfigured_origin_keeps_the_touch_and_warns_once(
     page = s.landing("landing", snippet_host="app.example.test")
     tab.goto(s.url(page + LANDING_QUERY, host="www.example.test"), referer=WEBMAIL)
     assert {status for _, status in s.outage.beacons} == {403}
+    tab.leave()
     assert len(tab.storage()["queue"]) == 1, "kept until the configuration is fixed"
     assert s.rows("Touch") == []
     # Without CORS headers on the 403 the browser hides its status (a network error):

@@ -3,7 +3,7 @@
 // performance, history, events. Each test installs a fresh one; `Browser.reset()` removes it.
 import { readFileSync } from "node:fs";
 
-const NAMES = ["console", "location", "document", "localStorage", "navigator", "fetch", "performance", "history", "addEventListener", "window"];
+const NAMES = ["console", "location", "document", "localStorage", "navigator", "fetch", "performance", "history", "addEventListener", "window", "self"];
 const saved = new Map(NAMES.map((name) => [name, Object.getOwnPropertyDescriptor(globalThis, name)]));
 
 export class Browser {
@@ -21,6 +21,8 @@ export class Browser {
     this.navigation = navigation;
     /** How often the page asked performance.navigation. */
     this.navigationReads = 0;
+    /** How often the page used localStorage (its first use in a page costs CPU). */
+    this.storageUses = 0;
     this.gpc = gpc;
     /** @type {Map<string, string>} */
     this.jar = new Map();
@@ -45,6 +47,7 @@ export class Browser {
     const browser = this;
     const define = (name, value) => Object.defineProperty(globalThis, name, { value, configurable: true, writable: true });
     define("window", globalThis);
+    define("self", globalThis);
     Object.defineProperty(globalThis, "location", {
       configurable: true,
       get: () => new URL(browser.url),
@@ -83,10 +86,14 @@ export class Browser {
         else browser.jar.set(pair.slice(0, at), pair.slice(at + 1));
       },
     });
-    define("localStorage", {
+    const storage = {
       getItem: (key) => (browser.storage.has(key) ? browser.storage.get(key) : null),
       setItem: (key, value) => browser.storage.set(key, String(value)),
       removeItem: (key) => browser.storage.delete(key),
+    };
+    Object.defineProperty(globalThis, "localStorage", {
+      configurable: true,
+      get: () => (browser.storageUses++, storage),
     });
     define("navigator", {
       globalPrivacyControl: browser.gpc,

@@ -65,7 +65,10 @@ test("the IIFE runs from a script tag: window.utmTracker, endpoint beside the sc
     assert.deepEqual(browser.scripts, [], "a plain tag loads nothing more");
     assert.equal(browser.requests[0].url, "https://app.example.com/utm/beacon");
     assert.deepEqual(browser.requests[0].body.touches[0].params, { utm_source: "a" });
-    assert.match(browser.cookieWrites[0], /; Path=\/; SameSite=Lax; Max-Age=31536000; Secure$/);
+    assert.match(browser.cookieWrites[0], /;path=\/;samesite=lax;max-age=31536000;secure$/);
+    assert.equal(browser.storageUses, 0, "a new visitor's page leaves localStorage alone");
+    browser.dispatch("pagehide");
+    assert.equal(browser.stored().v, browser.cookie().v, "stored as the page goes");
     // A second copy of the tag keeps the first tracker.
     new Function(readFileSync(IIFE, "utf8"))();
     assert.equal(globalThis.utmTracker, tracker);
@@ -88,7 +91,8 @@ test("the IIFE hands a tag with data-* options over to snippet-full.js: custom t
     const touch = browser.requests[0].body.touches[0];
     assert.deepEqual(touch.params, { utm_source: "a", ref: "Bob" });
     assert.equal(touch.referrer, undefined, "a referrer within the cookie domain is this site");
-    assert.match(browser.cookieWrites[0], /^ours=\S+; Path=\/; SameSite=Lax; Max-Age=60; Domain=\.example\.com; Secure$/);
+    assert.match(browser.cookieWrites[0], /^ours=\S+;path=\/;samesite=lax;max-age=60;domain=\.example\.com;secure$/);
+    browser.dispatch("pagehide");
     assert.equal(browser.stored("ours").v, browser.cookie("ours").v);
   } finally {
     delete globalThis.utmTracker;
@@ -121,15 +125,19 @@ test("the IIFE without options: a refusal remembered by an earlier page holds, c
     await scriptsRun();
     assert.equal(browser.requests.length, 1);
     await globalThis.utmTracker.consent(false);
-    assert.deepEqual([...browser.storage.keys()], ["utm_tracker_consent"]);
-    assert.equal(browser.cookie(), undefined);
+    browser.dispatch("pagehide");
+    browser.listeners = {};
+    assert.deepEqual([...browser.jar], [["utm_tracker_consent", "-1"]]);
+    assert.equal(browser.storage.size, 0);
     delete globalThis.utmTracker;
     browser.url = "https://www.example.com/?utm_source=b";
     runTag({});
     await scriptsRun();
     assert.equal(globalThis.utmTracker.capture(), null);
     assert.equal(browser.requests.length, 1);
-    assert.deepEqual([...browser.storage.keys()], ["utm_tracker_consent"]);
+    browser.dispatch("pagehide");
+    assert.deepEqual([...browser.jar], [["utm_tracker_consent", "-1"]]);
+    assert.equal(browser.storage.size, 0);
   } finally {
     delete globalThis.utmTracker;
     Browser.reset();
@@ -259,6 +267,7 @@ test("the IIFE loads snippet-answer.js for an answer other than 2xx: 4xx dropped
       runTag({});
       await scriptsRun();
       assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-answer.js"], `answer ${status}`);
+      browser.dispatch("pagehide");
       assert.equal(browser.stored().queue.length, kept ? 1 : 0, `answer ${status}`);
     } finally {
       delete globalThis.utmTracker;

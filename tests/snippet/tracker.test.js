@@ -12,8 +12,13 @@ const WEBMAIL = "https://mail.google.com/";
 const PARAMS = { utm_source: "newsletter", utm_medium: "email", utm_campaign: "spring", gclid: "Cj0KCQ" };
 const MINUTE = 60_000;
 
-/** A page load: install `browser` with `url` and `referrer`, make a tracker, capture, let it send. */
+/**
+ * A page load: the page before goes (pagehide, its listeners removed), then install `browser` with
+ * `url` and `referrer`, make a tracker, capture, let it send.
+ */
 async function load(browser, url, referrer = "", options = {}) {
+  browser.dispatch("pagehide");
+  browser.listeners = {};
   Object.assign(browser, { url, referrer });
   browser.install();
   const tracker = createTracker(options);
@@ -25,7 +30,7 @@ async function load(browser, url, referrer = "", options = {}) {
 /** `value` as it travels: through JSON (a touch without a referrer has `referrer: undefined`). */
 const plain = (value) => (value == null ? value : JSON.parse(JSON.stringify(value)));
 
-test("a campaign landing makes a touch: localStorage, cookie, beacon", async () => {
+test("a campaign landing makes a touch: cookie, beacon, and localStorage once the page goes", async () => {
   const browser = new Browser();
   const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
   assert.match(touch.id, /^[A-Za-z0-9_-]{22}$/);
@@ -33,16 +38,10 @@ test("a campaign landing makes a touch: localStorage, cookie, beacon", async () 
   assert.equal(touch.url, LANDING);
   assert.equal(touch.referrer, WEBMAIL);
   assert.ok(Math.abs(touch.ts - Date.now()) < 5000);
-
-  const stored = browser.stored();
-  assert.match(stored.v, /^[A-Za-z0-9_-]{22}$/);
-  assert.deepEqual(stored.first, touch);
-  assert.deepEqual(stored.latest, touch);
-  assert.deepEqual(stored.queue, [], "acknowledged by a 204");
-  assert.deepEqual(tracker.touches(), { first: touch, latest: touch });
+  assert.deepEqual(plain(tracker.touches()), { first: touch, latest: touch });
 
   const cookie = browser.cookie();
-  assert.equal(cookie.v, stored.v);
+  assert.match(cookie.v, /^[A-Za-z0-9_-]{22}$/);
   assert.deepEqual(cookie.t, [touch]);
   assert.deepEqual(cookie.l, { id: touch.id, ts: touch.ts, params: PARAMS });
 
@@ -53,7 +52,37 @@ test("a campaign landing makes a touch: localStorage, cookie, beacon", async () 
   assert.equal(request.init.keepalive, true);
   assert.equal(request.init.credentials, "include");
   assert.equal(typeof request.init.body, "string", "a string body: text/plain, no CORS preflight");
-  assert.deepEqual(request.body, { v: stored.v, touches: [touch] });
+  assert.deepEqual(request.body, { v: cookie.v, touches: [touch] });
+
+  // A new visitor's page began without our cookie: nothing of ours can be in localStorage, whose
+  // first use in a page costs main-thread CPU, so the page keeps its state in memory until it goes.
+  assert.equal(browser.storageUses, 0);
+  browser.dispatch("pagehide");
+  const stored = browser.stored();
+  assert.equal(stored.v, cookie.v);
+  assert.deepEqual(stored.first, touch);
+  assert.deepEqual(stored.latest, touch);
+  assert.deepEqual(stored.queue, [], "acknowledged by a 204");
+  assert.equal(browser.beacons.length, 0, "nothing left to send");
+});
+
+test("a page that began without our cookie stores its state as it goes, unless another tab stored one meanwhile", async () => {
+  const browser = new Browser();
+  await load(browser, LANDING, WEBMAIL);
+  const other = { v: "otherTab", first: { id: "o", ts: 1 }, latest: { id: "o", ts: 1 }, queue: [] };
+  browser.storage.set("utm_tracker", JSON.stringify(other));
+  browser.dispatch("pagehide");
+  assert.deepEqual(browser.stored(), other);
+});
+
+test("a returning visitor's page reads and writes localStorage as it captures", async () => {
+  const browser = new Browser();
+  const first = (await load(browser, LANDING, WEBMAIL)).touch;
+  const uses = browser.storageUses;
+  const second = (await load(browser, "https://www.example.com/?utm_source=twitter")).touch;
+  assert.ok(browser.storageUses > uses);
+  assert.deepEqual(browser.stored().first, first);
+  assert.deepEqual(browser.stored().latest, second);
 });
 
 test("an internal referrer is left out of the touch; a direct visit makes none", async () => {
@@ -109,8 +138,9 @@ test("revoked then granted again, a reload of the landing page makes no second t
   assert.ok(touch);
   await tracker.consent(false);
   await tracker.consent(true);
-  // No touch stored now, only the choice; the collector still has the touch sent before.
-  assert.equal(browser.stored().latest, undefined);
+  // No touch kept now, only the choice; the collector still has the touch sent before.
+  assert.equal(tracker.touches().latest, null);
+  assert.equal(browser.jar.get("utm_tracker_consent"), "1");
   browser.navigation = "reload";
   assert.equal((await load(browser, LANDING, WEBMAIL)).touch, null);
   assert.equal(browser.requests.length, 1);
@@ -181,17 +211,18 @@ test("the cookie's visitor id wins: the collector's answer sets its own, and loc
   browser.collector = () => (browser.setCookie({ ...browser.cookie(), v: "serverIssued" }), 204);
   const { tracker, touch } = await load(browser, LANDING);
   assert.notEqual(browser.requests[0].body.v, "serverIssued");
-  // The answer is handled without reading the cookie again: the touch acknowledged, and the id
-  // taken by the next capture.
-  assert.deepEqual(browser.stored().queue, []);
-  assert.notEqual(browser.stored().v, "serverIssued");
   assert.equal(browser.cookie().t[0].id, touch.id, "the cookie keeps its pending touch");
   browser.collector = () => 503;
   browser.url = "https://www.example.com/?utm_source=next";
   tracker.capture();
   assert.equal(browser.stored().v, "serverIssued", "taken by the next capture");
   await tracker.flush();
-  assert.equal(browser.requests.at(-1).body.v, "serverIssued");
+  // The answer was handled without reading the cookie again: the touch acknowledged (only the
+  // next one is sent again), and the id taken by the next capture.
+  assert.ok(browser.requests.length > 1);
+  for (const request of browser.requests.slice(1)) {
+    assert.deepEqual([request.body.v, request.body.touches[0].params], ["serverIssued", { utm_source: "next" }]);
+  }
   assert.equal(browser.cookie().v, "serverIssued");
   // Without a cookie (expired, or blocked) localStorage's id stays.
   browser.jar.clear();
@@ -207,7 +238,9 @@ test("the queue: 2xx removes, 5xx / 429 / 408 / misconfigured / network errors k
   ]) {
     const browser = new Browser({ collector: () => answer });
     const { touch } = await load(browser, LANDING);
+    browser.dispatch("pagehide");
     assert.deepEqual(browser.stored().queue.map((t) => t.id), kept ? [touch.id] : [], `answer ${answer}`);
+    assert.equal(browser.beacons.length, kept ? 1 : 0, "what is queued goes by sendBeacon too");
   }
 });
 
@@ -270,8 +303,9 @@ test("options: endpoint, cookie name (also the storage key), domain, max-age, cu
   assert.deepEqual(touch.params, { ref: "Bob", partner: "Acme" });
   assert.equal(browser.requests[0].url, "https://app.example.com/utm/beacon");
   assert.ok(browser.cookie("attrib"));
+  assert.match(browser.cookieWrites[0], /^attrib=.*;max-age=86400;domain=\.example\.com;secure$/);
+  browser.dispatch("pagehide");
   assert.ok(browser.stored("attrib"));
-  assert.match(browser.cookieWrites[0], /^attrib=.*; Max-Age=86400; Domain=\.example\.com; Secure$/);
 });
 
 test("GPC: nothing stored or sent, unless data-gpc=\"ignore\"", async () => {
@@ -296,8 +330,9 @@ test("consent required: touches wait in memory, consent(true) stores and sends t
   assert.equal(browser.storage.size + browser.jar.size + browser.requests.length + browser.beacons.length, 0);
   await tracker.consent(true);
   assert.deepEqual(browser.requests.map((r) => r.body.touches[0]), [touch]);
-  assert.deepEqual(browser.stored().first, touch);
   assert.deepEqual(browser.cookie().t, [touch]);
+  browser.dispatch("pagehide");
+  assert.deepEqual(browser.stored().first, touch);
 });
 
 test("consent required: consent(false) drops the held touches and captures no more", async () => {
@@ -308,23 +343,24 @@ test("consent required: consent(false) drops the held touches and captures no mo
   assert.equal(tracker.capture(), null);
   await tracker.flush();
   browser.dispatch("pagehide");
-  assert.equal(browser.jar.size + browser.requests.length + browser.beacons.length, 0);
-  assert.deepEqual([...browser.storage], [["utm_tracker_consent", "-1"]], "only the refusal is kept");
+  assert.equal(browser.storage.size + browser.requests.length + browser.beacons.length, 0);
+  assert.deepEqual([...browser.jar], [["utm_tracker_consent", "-1"]], "only the refusal is kept");
 });
 
 test("consent remembered: a later page load needs no consent() call until it is revoked", async () => {
   const browser = new Browser();
   const first = await load(browser, LANDING, WEBMAIL, { consent: "required" });
   await first.tracker.consent(true);
-  assert.equal(browser.storage.get("utm_tracker_consent"), "1");
+  assert.equal(browser.jar.get("utm_tracker_consent"), "1");
+  assert.match(browser.cookieWrites.at(-1), /^utm_tracker_consent=1;path=\/;samesite=lax;max-age=31536000;secure$/);
   const second = await load(browser, "https://www.example.com/?utm_source=twitter", "", { consent: "required" });
   assert.ok(second.touch);
   assert.equal(browser.requests.length, 2, "sent without a consent() call");
   // Revoked: what this browser stored goes, and the next page loads capture nothing.
   await second.tracker.consent(false);
-  assert.equal(browser.storage.get("utm_tracker_consent"), "-1");
+  assert.equal(browser.jar.get("utm_tracker_consent"), "-1");
   assert.equal(browser.stored(), undefined);
-  assert.equal(browser.jar.size, 0, "the cookie expired");
+  assert.equal(browser.cookie(), undefined, "the cookie expired");
   const third = await load(browser, "https://www.example.com/?utm_source=again", WEBMAIL, { consent: "required" });
   assert.equal(third.touch, null);
   assert.equal(browser.requests.length, 2);
@@ -337,14 +373,15 @@ test("consent remembered: a later page load needs no consent() call until it is 
 
 test("consent remembered: GPC still wins over a stored consent(true), and nothing is stored under GPC", async () => {
   const browser = new Browser();
-  browser.storage.set("utm_tracker_consent", "1");
+  browser.jar.set("utm_tracker_consent", "1");
   browser.gpc = true;
   const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
   assert.equal(touch, null);
   await tracker.consent(true);
   await tracker.consent(false);
-  assert.deepEqual([...browser.storage], [["utm_tracker_consent", "1"]]);
-  assert.equal(browser.jar.size + browser.requests.length, 0);
+  browser.dispatch("pagehide");
+  assert.deepEqual([...browser.jar], [["utm_tracker_consent", "1"]]);
+  assert.equal(browser.storage.size + browser.requests.length, 0);
 });
 
 test("data-site-hosts, the cookie domain and the link domains: referrers from them are never a touch", async () => {
@@ -378,6 +415,7 @@ test("misconfigured (403, 404, 405, 415): kept, and one console warning with wha
   await tracker.flush();
   await settle();
   assert.equal(browser.requests.length, 3);
+  browser.dispatch("pagehide");
   assert.deepEqual(browser.stored().queue.map((t) => t.id), [touch.id]);
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /answered 403, touches kept: .*add it to UTM_TRACKER_ALLOWED_ORIGINS/);
@@ -534,6 +572,7 @@ test("never throws: cookies throwing, fetch missing, sendBeacon missing, no perf
   browser.dispatch("pagehide");
   assert.equal(browser.stored().queue.length, 1, "kept for a later page load");
   await tracker.consent(true);
+  await settle(); // its timers run within this test
 });
 
 test("never throws: garbage in localStorage and the cookie is replaced", async () => {
@@ -542,6 +581,7 @@ test("never throws: garbage in localStorage and the cookie is replaced", async (
   browser.jar.set("utm_tracker", "garbage!");
   const { touch } = await load(browser, LANDING);
   assert.ok(touch);
+  browser.dispatch("pagehide");
   assert.equal(browser.cookie().v, browser.stored().v);
 });
 
