@@ -12,14 +12,14 @@
  * @param {string} endpoint
  * @param {() => void} drop removes the touch from the queue
  * @param {unknown} warned whether this page warned already
- * @param {(code: number) => void} log the decision: 10 dropped, 11 kept
+ * @param {false | ((code: number) => void)} log the decision: 10 dropped, 11 kept (false: not logged)
  * @returns {unknown} whether this page warned now
  */
 export function answer(response, endpoint, drop, warned, log) {
   const status = response.status;
   const misconfigured = [403, 404, 405, 415].includes(status);
   const kept = misconfigured || status > 499 || status == 408 || status == 429;
-  log(kept ? 11 : 10);
+  if (log) log(kept ? 11 : 10);
   if (!kept) drop();
   if (misconfigured && !warned) {
     response

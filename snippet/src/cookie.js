@@ -67,37 +67,25 @@ export const encode = (state, limit = MAX_LENGTH) => fit(state.t, limit, (t) => 
  * The value of cookie `name` in `jar` (`document.cookie`: RFC 6265 section 5.4, "name=value;
  * name2=..."), or `undefined`.
  *
- * @param {string} jar
+ * @param {string | undefined} jar (undefined: none)
  * @param {string} name
  */
 export const cookieValue = (jar, name) => ("; " + jar).split("; " + name + "=")[1]?.split(";")[0];
 
 /**
- * The decoded cookie `name` in `jar`, or `undefined`: missing, not ours, or garbage. Never throws.
+ * A writer of cookies for the whole site: SameSite=Lax, Secure on https (RFC 6265bis), with the
+ * given Max-Age and Domain; it writes cookie `name` with `value`, which when empty expires it
+ * (Max-Age=0). It never throws (where cookies are blocked, writing them throws).
  *
- * @param {string} jar `document.cookie`
- * @param {string} name
- */
-export function readCookie(jar, name) {
-  try {
-    // No cookie is the usual case for a new visitor: answered without throwing (a thrown error
-    // costs V8 a re-parse of the functions on its stack, for their source positions).
-    const value = cookieValue(jar, name);
-    if (value) return decode(value);
-  } catch {}
-}
-
-/**
- * Write cookie `name` for the whole site: SameSite=Lax, Secure on https (RFC 6265bis); an empty
- * `value` expires it (Max-Age=0).
- *
- * @param {string} name
- * @param {string | number} value cookie-octets only (an {@link encode}d state, a number)
  * @param {number | string} maxAge seconds
  * @param {string} [domain] e.g. ".example.com" to share it with sub-domains
+ * @returns {(name: string, value: string | number) => void} value: cookie-octets only (an
+ *   {@link encode}d state, a number)
  */
-export function writeCookie(name, value, maxAge, domain) {
-  document.cookie =
-    name + "=" + value + ";path=/;samesite=lax;max-age=" + (value ? maxAge : 0) +
-    (domain ? ";domain=" + domain : "") + (location.protocol == "https:" ? ";secure" : "");
-}
+export const cookieWriter = (maxAge, domain) => (name, value) => {
+  try {
+    document.cookie =
+      name + "=" + value + ";path=/;samesite=lax;max-age=" + (value ? maxAge : 0) +
+      (domain ? ";domain=" + domain : "") + (location.protocol == "https:" ? ";secure" : "");
+  } catch {}
+};

@@ -6,7 +6,7 @@
 // logs are compiled only into the debug build and the ES module, the options only some tags set
 // (consent, GPC ignored, site hosts, custom tags) only into the full and debug builds and the ES
 // module (flags.js).
-import { cookieValue, encode, readCookie, writeCookie } from "./cookie.js";
+import { cookieValue, cookieWriter, decode, encode } from "./cookie.js";
 import { print } from "./debug.js";
 import { DEBUG, FULL } from "./flags.js";
 import { newId } from "./ids.js";
@@ -81,17 +81,25 @@ export function createTracker(options, endpoint, use) {
 
   /**
    * Read the cookies (a synchronous request to the browser process): ours, and the remembered
-   * consent into `chosen`.
+   * consent, which holds until revoked, whichever page or tab chose it; GPC wins.
    *
    * @returns {CookieState} what our cookie holds, `t` at least
    */
   const jar = () => {
-    let all = "";
+    /** @type {string | undefined} */
+    let all;
+    /** @type {CookieState | undefined} */
+    let state;
     try {
       all = document.cookie;
+      // No cookie is the usual case for a new visitor: answered without throwing (a thrown error
+      // costs V8 a re-parse of the functions on its stack, for their source positions).
+      const value = cookieValue(all, name);
+      // Garbage, or not ours (no visitor id): none.
+      if (value) state = decode(value);
     } catch {}
-    chosen = cookieValue(all, remembered);
-    return readCookie(all, name) || { t: [] };
+    consent = gpc ? -1 : +(/** @type {string} */ (chosen = cookieValue(all, remembered))) || consent;
+    return state || { t: [] };
   };
 
   /**
@@ -126,11 +134,7 @@ export function createTracker(options, endpoint, use) {
    * @param {string} cookie our cookie or the remembered consent's
    * @param {string | number} value "": expire it
    */
-  const setCookie = (cookie, value) => {
-    try {
-      writeCookie(cookie, value, (FULL && options.maxAge) || 31536000, FULL && options.cookieDomain);
-    } catch {}
-  };
+  const setCookie = cookieWriter((FULL && options.maxAge) || 31536000, FULL && options.cookieDomain);
 
   /**
    * Keep a new touch (localStorage, cookie); `stored` has adopted the cookie's visitor id and
@@ -211,12 +215,7 @@ export function createTracker(options, endpoint, use) {
    * the single-use `take` back into this function, which costs about 0.1 ms of that re-parsing;
    * building without that inlining costs 36 B more than the budget leaves (ARCHITECTURE.md).
    */
-  const capture = () => {
-    const state = jar();
-    // A consent(true|false) of an earlier page (or another tab) holds until revoked; GPC wins.
-    consent = gpc ? -1 : +(/** @type {string} */ (chosen)) || consent;
-    return take(state);
-  };
+  const capture = () => take(jar());
 
   /**
    * Send every queued touch: with fetch, whose answer settles it or keeps it queued; with
@@ -257,7 +256,7 @@ export function createTracker(options, endpoint, use) {
                       DEBUG && log(9, touch.id, response.status);
                       drop();
                     } else {
-                      use("answer", (answer) => (warned = answer(response, endpoint, drop, warned, (/** @type {number} */ code) => DEBUG && log(code, touch.id, response.status))));
+                      use("answer", (answer) => (warned = answer(response, endpoint, drop, warned, DEBUG && ((/** @type {number} */ code) => log(code, touch.id, response.status)))));
                     }
                   },
                   // A network or CORS error: kept (flush's catch settles the rejection).
@@ -274,9 +273,12 @@ export function createTracker(options, endpoint, use) {
 
   try {
     if (DEBUG && (options.debug != null || location.search.includes("utm_debug=1"))) log = print;
-    // A page that kept its state in memory stores it as it goes, if it has one (consent held
-    // back stores nothing); should another tab have stored its own meanwhile, that one stays.
-    addEventListener("pagehide", () => (lazy && memory.v && save(load((lazy = 0))), send(1)));
+    // Hidden (a tab switched away from, a page being left, before pagehide, or about to be
+    // discarded): a page that kept its state in memory stores it, if it has one and consent
+    // still holds (another tab may have refused since); should another tab have stored its own
+    // meanwhile, that one stays.
+    addEventListener("visibilitychange", () => (jar(), lazy && memory.v && consent > 0 && save(load((lazy = 0)))));
+    addEventListener("pagehide", () => send(1));
     if (FULL && links[0]) {
       use("link", (linker) =>
         // The touches a link carries: the first, then the cookie's pending ones (consent given).
@@ -298,7 +300,7 @@ export function createTracker(options, endpoint, use) {
     flush,
     /**
      * Grant consent (store and send the touches held so far) or deny it (drop them and what this
-     * browser stored, capture no more). Remembered in localStorage until the next call; GPC wins.
+     * browser stored, capture no more). Remembered in a cookie until the next call; GPC wins.
      *
      * @param {boolean} granted
      */
@@ -306,6 +308,8 @@ export function createTracker(options, endpoint, use) {
       try {
         if (!gpc) {
           consent = granted ? 1 : -1;
+          // First: jar() below reads it back.
+          setCookie(remembered, consent);
           if (granted) {
             if (FULL) {
               const state = jar();
@@ -318,7 +322,6 @@ export function createTracker(options, endpoint, use) {
             setCookie(name, "");
             localStorage.removeItem(name);
           }
-          setCookie(remembered, consent);
         }
       } catch {}
       if (FULL) held = [];

@@ -32,7 +32,7 @@ try {
     // Logging asked for: the debug build. Any option (a data-* attribute): the full build.
     /** @type {unknown} */
     let other;
-    if (!FULL && (other = "debug" in options || location.search.includes("utm_debug=1") ? "debug" : Object.keys(options)[0] && "full")) {
+    if (!FULL && (other = "debug" in options || /utm_debug=1/.test(/** @type {any} */ (location)) ? "debug" : Object.keys(options)[0] && "full")) {
       add(/** @type {string} */ (other), script);
     } else {
       // A part hands itself to `ready`.

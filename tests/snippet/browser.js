@@ -136,6 +136,12 @@ export class Browser {
     return this;
   }
 
+  /** The page is left: the browser fires visibilitychange (hidden), then pagehide. */
+  leave() {
+    this.dispatch("visibilitychange");
+    this.dispatch("pagehide");
+  }
+
   /** Fire a window event (pagehide, popstate; mousedown, submit, ... with a `target`). */
   dispatch(type, event = {}) {
     for (const listener of this.listeners[type] || []) listener({ type, ...event });

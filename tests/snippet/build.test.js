@@ -67,7 +67,7 @@ test("the IIFE runs from a script tag: window.utmTracker, endpoint beside the sc
     assert.deepEqual(browser.requests[0].body.touches[0].params, { utm_source: "a" });
     assert.match(browser.cookieWrites[0], /;path=\/;samesite=lax;max-age=31536000;secure$/);
     assert.equal(browser.storageUses, 0, "a new visitor's page leaves localStorage alone");
-    browser.dispatch("pagehide");
+    browser.leave();
     assert.equal(browser.stored().v, browser.cookie().v, "stored as the page goes");
     // A second copy of the tag keeps the first tracker.
     new Function(readFileSync(IIFE, "utf8"))();
@@ -92,7 +92,7 @@ test("the IIFE hands a tag with data-* options over to snippet-full.js: custom t
     assert.deepEqual(touch.params, { utm_source: "a", ref: "Bob" });
     assert.equal(touch.referrer, undefined, "a referrer within the cookie domain is this site");
     assert.match(browser.cookieWrites[0], /^ours=\S+;path=\/;samesite=lax;max-age=60;domain=\.example\.com;secure$/);
-    browser.dispatch("pagehide");
+    browser.leave();
     assert.equal(browser.stored("ours").v, browser.cookie("ours").v);
   } finally {
     delete globalThis.utmTracker;
@@ -125,7 +125,7 @@ test("the IIFE without options: a refusal remembered by an earlier page holds, c
     await scriptsRun();
     assert.equal(browser.requests.length, 1);
     await globalThis.utmTracker.consent(false);
-    browser.dispatch("pagehide");
+    browser.leave();
     browser.listeners = {};
     assert.deepEqual([...browser.jar], [["utm_tracker_consent", "-1"]]);
     assert.equal(browser.storage.size, 0);
@@ -135,7 +135,7 @@ test("the IIFE without options: a refusal remembered by an earlier page holds, c
     await scriptsRun();
     assert.equal(globalThis.utmTracker.capture(), null);
     assert.equal(browser.requests.length, 1);
-    browser.dispatch("pagehide");
+    browser.leave();
     assert.deepEqual([...browser.jar], [["utm_tracker_consent", "-1"]]);
     assert.equal(browser.storage.size, 0);
   } finally {
@@ -166,7 +166,7 @@ test("the IIFE captures before any other task: a page left at once still sends i
     runTag({});
     // The first task after the script's own (queued before anything the script queues): the
     // visitor leaves the page.
-    await new Promise((resolve) => setTimeout(() => resolve(browser.dispatch("pagehide"))));
+    await new Promise((resolve) => setTimeout(() => resolve(browser.leave())));
     assert.equal(browser.beacons.length, 1);
     const [touch] = browser.beacons[0].body.touches;
     assert.deepEqual(touch.params, { utm_source: "a", gclid: "G" });
@@ -267,7 +267,7 @@ test("the IIFE loads snippet-answer.js for an answer other than 2xx: 4xx dropped
       runTag({});
       await scriptsRun();
       assert.deepEqual(browser.scripts, ["https://app.example.com/utm/snippet-answer.js"], `answer ${status}`);
-      browser.dispatch("pagehide");
+      browser.leave();
       assert.equal(browser.stored().queue.length, kept ? 1 : 0, `answer ${status}`);
     } finally {
       delete globalThis.utmTracker;

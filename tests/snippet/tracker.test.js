@@ -17,7 +17,7 @@ const MINUTE = 60_000;
  * `url` and `referrer`, make a tracker, capture, let it send.
  */
 async function load(browser, url, referrer = "", options = {}) {
-  browser.dispatch("pagehide");
+  browser.leave();
   browser.listeners = {};
   Object.assign(browser, { url, referrer });
   browser.install();
@@ -57,7 +57,7 @@ test("a campaign landing makes a touch: cookie, beacon, and localStorage once th
   // A new visitor's page began without our cookie: nothing of ours can be in localStorage, whose
   // first use in a page costs main-thread CPU, so the page keeps its state in memory until it goes.
   assert.equal(browser.storageUses, 0);
-  browser.dispatch("pagehide");
+  browser.leave();
   const stored = browser.stored();
   assert.equal(stored.v, cookie.v);
   assert.deepEqual(stored.first, touch);
@@ -71,8 +71,40 @@ test("a page that began without our cookie stores its state as it goes, unless a
   await load(browser, LANDING, WEBMAIL);
   const other = { v: "otherTab", first: { id: "o", ts: 1 }, latest: { id: "o", ts: 1 }, queue: [] };
   browser.storage.set("utm_tracker", JSON.stringify(other));
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.deepEqual(browser.stored(), other);
+});
+
+test("hidden (a tab switched away from, a page a phone may discard unannounced), such a page stores its state at once", async () => {
+  const browser = new Browser({ collector: () => 503 });
+  const { touch } = await load(browser, LANDING, WEBMAIL);
+  assert.equal(browser.storage.size, 0);
+  browser.dispatch("visibilitychange");
+  assert.deepEqual(browser.stored().first, touch);
+  assert.deepEqual(browser.stored().queue.map((t) => t.id), [touch.id], "not acknowledged: kept for a later page");
+  // Shown and hidden again: stored once; from now on the page stores as it goes.
+  const uses = browser.storageUses;
+  browser.dispatch("visibilitychange");
+  assert.equal(browser.storageUses, uses);
+});
+
+test("a refusal in another tab holds for a page that kept its state in memory: nothing stored or sent as it goes", async () => {
+  const browser = new Browser({ collector: () => 503 });
+  const landing = await load(browser, LANDING, WEBMAIL);
+  assert.ok(landing.touch);
+  const hidden = browser.listeners;
+  // Another tab of the same site: the visitor refuses there.
+  browser.listeners = {};
+  const other = createTracker();
+  other.capture();
+  await other.consent(false);
+  assert.equal(browser.jar.get("utm_tracker_consent"), "-1");
+  // The landing tab goes.
+  const beacons = browser.beacons.length;
+  for (const type of ["visibilitychange", "pagehide"]) for (const listener of hidden[type] || []) listener({ type });
+  assert.equal(browser.storage.size, 0, "nothing stored after the refusal");
+  assert.equal(browser.beacons.length, beacons, "nor sent");
+  assert.equal(landing.tracker.capture(), null, "nor captured");
 });
 
 test("a returning visitor's page reads and writes localStorage as it captures", async () => {
@@ -128,7 +160,9 @@ test("without crypto.getRandomValues no touch is made, nothing is stored or sent
   assert.equal(touch, null);
   assert.equal(tracker.capture(), null);
   await tracker.consent(true);
-  assert.deepEqual([browser.requests.length, browser.cookieWrites.length], [0, 0]);
+  // Only the choice is written.
+  assert.deepEqual([browser.requests.length, browser.cookieWrites.filter((w) => w.startsWith("utm_tracker=")).length], [0, 0]);
+  browser.leave();
   assert.equal(browser.stored()?.queue.length ?? 0, 0);
 });
 
@@ -238,7 +272,7 @@ test("the queue: 2xx removes, 5xx / 429 / 408 / misconfigured / network errors k
   ]) {
     const browser = new Browser({ collector: () => answer });
     const { touch } = await load(browser, LANDING);
-    browser.dispatch("pagehide");
+    browser.leave();
     assert.deepEqual(browser.stored().queue.map((t) => t.id), kept ? [touch.id] : [], `answer ${answer}`);
     assert.equal(browser.beacons.length, kept ? 1 : 0, "what is queued goes by sendBeacon too");
   }
@@ -278,7 +312,7 @@ test("one body per touch: within 50 touches and 16 KiB whatever the queue holds"
 test("pagehide sends the queue with sendBeacon; it stays queued until a fetch is acknowledged", async () => {
   const browser = new Browser({ collector: () => 503 });
   const { touch } = await load(browser, LANDING);
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.deepEqual(browser.beacons.map((b) => b.body), [{ v: browser.stored().v, touches: [touch] }]);
   assert.equal(browser.beacons[0].url, "/utm/beacon");
   assert.equal(browser.stored().queue.length, 1);
@@ -304,7 +338,7 @@ test("options: endpoint, cookie name (also the storage key), domain, max-age, cu
   assert.equal(browser.requests[0].url, "https://app.example.com/utm/beacon");
   assert.ok(browser.cookie("attrib"));
   assert.match(browser.cookieWrites[0], /^attrib=.*;max-age=86400;domain=\.example\.com;secure$/);
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.ok(browser.stored("attrib"));
 });
 
@@ -313,7 +347,7 @@ test("GPC: nothing stored or sent, unless data-gpc=\"ignore\"", async () => {
   const { tracker, touch } = await load(browser, LANDING, WEBMAIL);
   assert.equal(touch, null);
   await tracker.consent(true);
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.equal(browser.storage.size + browser.jar.size + browser.requests.length + browser.beacons.length, 0);
   assert.deepEqual(tracker.touches(), { first: null, latest: null });
 
@@ -326,12 +360,12 @@ test("consent required: touches wait in memory, consent(true) stores and sends t
   const browser = new Browser();
   const { tracker, touch } = await load(browser, LANDING, WEBMAIL, { consent: "required" });
   assert.ok(touch);
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.equal(browser.storage.size + browser.jar.size + browser.requests.length + browser.beacons.length, 0);
   await tracker.consent(true);
   assert.deepEqual(browser.requests.map((r) => r.body.touches[0]), [touch]);
   assert.deepEqual(browser.cookie().t, [touch]);
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.deepEqual(browser.stored().first, touch);
 });
 
@@ -342,7 +376,7 @@ test("consent required: consent(false) drops the held touches and captures no mo
   browser.url = "https://www.example.com/?utm_source=other";
   assert.equal(tracker.capture(), null);
   await tracker.flush();
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.equal(browser.storage.size + browser.requests.length + browser.beacons.length, 0);
   assert.deepEqual([...browser.jar], [["utm_tracker_consent", "-1"]], "only the refusal is kept");
 });
@@ -352,7 +386,7 @@ test("consent remembered: a later page load needs no consent() call until it is 
   const first = await load(browser, LANDING, WEBMAIL, { consent: "required" });
   await first.tracker.consent(true);
   assert.equal(browser.jar.get("utm_tracker_consent"), "1");
-  assert.match(browser.cookieWrites.at(-1), /^utm_tracker_consent=1;path=\/;samesite=lax;max-age=31536000;secure$/);
+  assert.ok(browser.cookieWrites.includes("utm_tracker_consent=1;path=/;samesite=lax;max-age=31536000;secure"));
   const second = await load(browser, "https://www.example.com/?utm_source=twitter", "", { consent: "required" });
   assert.ok(second.touch);
   assert.equal(browser.requests.length, 2, "sent without a consent() call");
@@ -379,7 +413,7 @@ test("consent remembered: GPC still wins over a stored consent(true), and nothin
   assert.equal(touch, null);
   await tracker.consent(true);
   await tracker.consent(false);
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.deepEqual([...browser.jar], [["utm_tracker_consent", "1"]]);
   assert.equal(browser.storage.size + browser.requests.length, 0);
 });
@@ -415,7 +449,7 @@ test("misconfigured (403, 404, 405, 415): kept, and one console warning with wha
   await tracker.flush();
   await settle();
   assert.equal(browser.requests.length, 3);
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.deepEqual(browser.stored().queue.map((t) => t.id), [touch.id]);
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /answered 403, touches kept: .*add it to UTM_TRACKER_ALLOWED_ORIGINS/);
@@ -569,7 +603,7 @@ test("never throws: cookies throwing, fetch missing, sendBeacon missing, no perf
   browser.url = LANDING;
   assert.ok(tracker.capture());
   await tracker.flush();
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.equal(browser.stored().queue.length, 1, "kept for a later page load");
   await tracker.consent(true);
   await settle(); // its timers run within this test
@@ -581,7 +615,7 @@ test("never throws: garbage in localStorage and the cookie is replaced", async (
   browser.jar.set("utm_tracker", "garbage!");
   const { touch } = await load(browser, LANDING);
   assert.ok(touch);
-  browser.dispatch("pagehide");
+  browser.leave();
   assert.equal(browser.cookie().v, browser.stored().v);
 });
 
@@ -603,7 +637,7 @@ test("secrets in the landing URL (an OAuth code, state, a token) and the referre
   });
   assert.equal(touch.url, "https://www.example.com/callback?utm_source=News&gclid=G1", "only the tracked parameters, as written");
   assert.equal(touch.referrer, "https://accounts.example.org/o/oauth2/auth", "origin and path");
-  browser.dispatch("pagehide");
+  browser.leave();
   const link = { href: "https://brandapp.io/signup" };
   link.closest = () => link;
   browser.dispatch("mousedown", { target: link });
