@@ -2,11 +2,19 @@
 
 Serves three pages locally (no script, the built snippet, Plausible's tracker from its npm
 package ``@plausible-analytics/tracker`` bundled as a script tag) and opens each in a fresh
-Chromium context (a new visitor) with campaign parameters and a webmail referrer, rounds
-interleaved. Each load is traced (Chrome's trace events) until its beacon has been answered; the
-figure is the renderer main thread's CPU time (the sum of ``tdur``, thread time, of its top-level
-tasks), not wall time, which on a shared machine measures the scheduler. The script's cost is
-its page's median minus the median of the page without a script.
+Chromium browser context (a new visitor) with campaign parameters and an external referrer,
+rounds interleaved. Each load is traced (Chrome's trace events) until its beacon has been
+answered; the figure is the page renderer's main-thread CPU time (the sum of ``tdur``, thread
+time, of its top-level tasks), not wall time, which on a shared machine measures the scheduler.
+The script's cost is its page's median minus the median of the page without a script.
+
+Chromium runs as users run it: no DevTools session is attached to the page. Tracing and the
+browser contexts go through the browser's own DevTools target over a pipe, and the page is
+opened from a page on another host that sends the visitor on (the external referrer). A
+DevTools session on a page (Playwright's, Puppeteer's) makes Chromium collect the script's
+stack, with source positions, for each network request and cookie access, re-parsing the
+functions on it: CPU no visitor spends, and more for a script that sends from within its own
+evaluation (Plausible's tracker) than for one that does not.
 
     python bench/snippet_cpu.py [--runs 21]
 
@@ -18,19 +26,41 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import queue
+import shutil
 import statistics
 import subprocess
+import tempfile
 import threading
+import time
 import typing as t
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 SNIPPET = ROOT / "collector" / "flask_utm_tracker" / "static" / "snippet.js"
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+#: Without the spare renderer (an idle process Chromium keeps ready for the next page), whose
+#: answer to the end of a trace otherwise waits out a 5 s timeout. Each page starts its own
+#: renderer then, the page without a script too, so that start is in every figure alike.
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-features=SpareRendererForSitePerProcess",
+]
 QUERY = "?utm_source=newsletter&utm_medium=email&utm_campaign=spring&gclid=Cj0KCQ_abc"
-REFERRER = "https://mail.google.com/"
+#: The page on another host (``localhost``) that sends the visitor on to the landing page given
+#: in its fragment: the landing page's referrer is then external, ``http://localhost:<port>/``.
+REFERRER_PAGE = (
+    b"<!doctype html><script>location.replace(decodeURIComponent(location.hash.slice(1)))</script>"
+)
+#: Trace categories: the top-level tasks (their thread time) and the page's parse (its URL).
+CATEGORIES = ["toplevel", "devtools.timeline"]
 PAGE = (
     "<!doctype html><html><head><meta charset=utf-8><title>Landing</title>{script}</head>"
     "<body><h1>Spring sale</h1><p>A landing page with a little text.</p>"
@@ -43,7 +73,7 @@ SCRIPTS = {
 }
 #: Where each page's beacon goes (the snippet: "beacon" beside the script).
 BEACONS = {"snippet": "/utm/beacon", "plausible": "/api/event"}
-#: Plausible's npm package as its script tag would run it: tracking 127.0.0.1 under automation.
+#: Plausible's npm package as its script tag would run it, tracking 127.0.0.1.
 PLAUSIBLE_ENTRY = """
 import { init } from "@plausible-analytics/tracker";
 window.__plausible = true;
@@ -63,50 +93,156 @@ def build_plausible() -> bytes:
     ).stdout
 
 
-def serve(files: dict[str, bytes]) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            body = files.get(self.path.split("?")[0])
-            if body is None:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            kind = "text/javascript" if self.path.endswith(".js") else "text/html"
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
+class Collector(ThreadingHTTPServer):
+    """The pages and scripts, and both trackers' endpoints; counts the beacons it answered."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.answered = 0
+        self.changed = threading.Condition()
+        super().__init__(("127.0.0.1", 0), _Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def wait_beyond(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until more than ``count`` beacons have been answered."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.answered > count, timeout)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Collector
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = self.server.files.get(self.path.split("?")[0])
+        if body is None:
+            self.send_response(404)
             self.end_headers()
-            self.wfile.write(body)
+            return
+        self.send_response(200)
+        kind = "text/javascript" if self.path.endswith(".js") else "text/html"
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
 
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(204 if self.path == "/utm/beacon" else 202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(204 if self.path == "/utm/beacon" else 202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        with self.server.changed:
+            self.server.answered += 1
+            self.server.changed.notify_all()
 
-        def log_message(self, *args: t.Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    def log_message(self, *args: t.Any) -> None:
+        pass
 
 
-def main_thread_cpu(trace: dict[str, t.Any]) -> float:
-    """Milliseconds of CPU of the page renderers' main threads' top-level tasks in ``trace``.
+class Chromium:
+    """Chromium driven through its browser target over ``--remote-debugging-pipe`` (messages are
+    JSON separated by NUL bytes, on file descriptors 3 and 4): contexts, targets and tracing,
+    with no session on any page."""
 
-    Only processes named ``Renderer`` count: Chromium starts a "WebUI Top Renderer" (its own
-    chrome:// UI) during some loads, whose main thread, also ``CrRendererMain``, made single
-    loads of any page 10 to 20 times their median.
+    def __init__(self) -> None:
+        self.profile = tempfile.mkdtemp(prefix="snippet-cpu-")
+        theirs_read, ours_write = os.pipe()
+        ours_read, theirs_write = os.pipe()
+
+        def descriptors() -> None:
+            os.dup2(theirs_read, 3)
+            os.dup2(theirs_write, 4)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, *ARGS, "--remote-debugging-pipe", f"--user-data-dir={self.profile}"],
+            preexec_fn=descriptors,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(theirs_read)
+        os.close(theirs_write)
+        self.writer = os.fdopen(ours_write, "wb")
+        self.reader = os.fdopen(ours_read, "rb")
+        self.calls = 0
+        self.answers: dict[int, queue.Queue[dict[str, t.Any]]] = {}
+        self.events: queue.Queue[dict[str, t.Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        pending = b""
+        while chunk := self.reader.read1(1 << 16):
+            pending += chunk
+            *messages, pending = pending.split(b"\0")
+            for raw in messages:
+                message = json.loads(raw)
+                if "id" in message:
+                    self.answers.pop(message["id"]).put(message)
+                else:
+                    self.events.put(message)
+
+    def call(self, method: str, **params: t.Any) -> dict[str, t.Any]:
+        self.calls += 1
+        answer: queue.Queue[dict[str, t.Any]] = queue.Queue()
+        self.answers[self.calls] = answer
+        message = {"id": self.calls, "method": method, "params": params}
+        self.writer.write(json.dumps(message).encode() + b"\0")
+        self.writer.flush()
+        result = answer.get(timeout=60)
+        if "error" in result:
+            raise RuntimeError(f"{method}: {result['error']}")
+        return t.cast(dict[str, t.Any], result.get("result", {}))
+
+    def event(self, method: str) -> dict[str, t.Any]:
+        """The next event named ``method`` (others are dropped)."""
+        while True:
+            message = self.events.get(timeout=60)
+            if message.get("method") == method:
+                return t.cast(dict[str, t.Any], message["params"])
+
+    def trace(self, load: t.Callable[[], None]) -> list[dict[str, t.Any]]:
+        """The trace events recorded while ``load`` runs."""
+        self.call(
+            "Tracing.start",
+            traceConfig={"includedCategories": CATEGORIES},
+            transferMode="ReturnAsStream",
+        )
+        load()
+        self.call("Tracing.end")
+        stream = self.event("Tracing.tracingComplete")["stream"]
+        chunks = []
+        while True:
+            read = self.call("IO.read", handle=stream, size=1 << 22)
+            chunks.append(read["data"])
+            if read.get("eof"):
+                break
+        self.call("IO.close", handle=stream)
+        data = json.loads("".join(chunks))
+        return t.cast(
+            list[dict[str, t.Any]], data["traceEvents"] if isinstance(data, dict) else data
+        )
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+            self.process.wait(timeout=10)
+        except (RuntimeError, queue.Empty, subprocess.TimeoutExpired):
+            self.process.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def main_thread_cpu(events: list[dict[str, t.Any]], page: str) -> float:
+    """Milliseconds of CPU of the top-level tasks on the main thread of the renderer that parsed
+    a document whose URL starts with ``page``, in the trace ``events``.
+
+    Other renderers (the page on another host that sent the visitor on; Chromium's own
+    chrome:// UI, which some loads start) do not count.
     """
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
     renderers = {
         e["pid"]
         for e in events
-        if e.get("ph") == "M"
-        and e.get("name") == "process_name"
-        and e.get("args", {}).get("name") == "Renderer"
+        if e.get("name") == "ParseHTML"
+        and str(e.get("args", {}).get("beginData", {}).get("url", "")).startswith(page)
     }
     mains = {
         (e["pid"], e["tid"])
@@ -152,45 +288,59 @@ def median_interval(values: list[float]) -> tuple[float, float, float]:
     return ordered[k - 1], statistics.median(ordered), ordered[n - k]
 
 
-def measure(browser: t.Any, base: str, name: str) -> float:
-    context = browser.new_context()
-    page = context.new_page()
-    categories = ["toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline"]
-    browser.start_tracing(page=page, categories=categories)
-    url = f"{base}/{name}.html{QUERY}"
-    if name in BEACONS:
-        with page.expect_response(lambda r: r.url.endswith(BEACONS[name])):
-            page.goto(url, referer=REFERRER)
-    else:
-        page.goto(url, referer=REFERRER)
-    page.wait_for_timeout(300)  # the beacon's answer handled, the page idle
-    trace = json.loads(browser.stop_tracing())
-    context.close()
-    return main_thread_cpu(trace)
+def measure(browser: Chromium, server: Collector, name: str) -> float:
+    """One new visitor's landing on ``name``'s page, traced until its beacon has been answered
+    and the page has been idle a moment; what the page does as it is closed does not count."""
+    port = server.server_address[1]
+    page = f"http://127.0.0.1:{port}/{name}.html"
+    context = browser.call("Target.createBrowserContext")["browserContextId"]
+    answered = server.answered
+    until: list[float] = []
+
+    def load() -> None:
+        url = f"http://localhost:{port}/go.html#{quote(page + QUERY, safe='')}"
+        target = browser.call("Target.createTarget", url=url, browserContextId=context)
+        if name in BEACONS and not server.wait_beyond(answered):
+            raise RuntimeError(f"{name}: no beacon within 10 s")
+        time.sleep(0.3 if name in BEACONS else 0.8)  # the answer handled, the page idle
+        # Trace timestamps are the monotonic clock's, in microseconds (Linux: CLOCK_MONOTONIC).
+        until.append(time.monotonic() * 1e6)
+        # Closed before the trace ends: a live page's renderer answers the end of a trace only
+        # after a 5 s timeout.
+        browser.call("Target.closeTarget", targetId=target["targetId"])
+
+    events = browser.trace(load)
+    browser.call("Target.disposeBrowserContext", browserContextId=context)
+    landed = [e for e in events if e.get("ph") == "M" or e.get("ts", math.inf) < until[0]]
+    if not any(e.get("name") == "ParseHTML" for e in landed):
+        raise RuntimeError(
+            "no page parsed before the cut: the trace's clock is not CLOCK_MONOTONIC"
+        )
+    return main_thread_cpu(landed, page)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=21, help="page loads per script (median)")
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
 
     files = {f"/{name}.html": PAGE.format(script=tag).encode() for name, tag in SCRIPTS.items()}
     files["/utm/snippet.js"] = SNIPPET.read_bytes()
     files["/plausible.js"] = build_plausible()
-    server = serve(files)
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    files["/go.html"] = REFERRER_PAGE
+    server = Collector(files)
     figures: dict[str, list[float]] = {name: [] for name in SCRIPTS}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    browser = Chromium()
+    try:
         for name in SCRIPTS:  # warm-up: the first load of each is not counted
-            measure(browser, base, name)
+            measure(browser, server, name)
         for run in range(args.runs):
             order = list(SCRIPTS)[run % 3 :] + list(SCRIPTS)[: run % 3]
             for name in order:
-                figures[name].append(measure(browser, base, name))
+                figures[name].append(measure(browser, server, name))
+    finally:
         browser.close()
-    server.shutdown()
+        server.shutdown()
     medians = {name: statistics.median(values) for name, values in figures.items()}
     print(
         "New-visitor landing page, renderer main-thread CPU (trace thread time),"

@@ -1,5 +1,6 @@
-"""The snippet benchmark's paired interval (bench/snippet_cpu.py): it is what tells a margin over
-Plausible's tracker from a coin toss, so its ranks must be the sign test's."""
+"""The snippet benchmark's figures (bench/snippet_cpu.py): the paired interval, which tells a
+margin over Plausible's tracker from a coin toss, so its ranks must be the sign test's; and the
+CPU, which must be the landing page's renderer's main thread alone."""
 
 from __future__ import annotations
 
@@ -46,3 +47,55 @@ def test_a_shift_shows_as_an_interval_off_zero() -> None:
     level = [rng.gauss(0.0, 1.0) for _ in range(61)]
     low, _, high = snippet_cpu.median_interval(level)
     assert low < 0 < high
+
+
+def _task(pid: int, ts: float, dur: float, tdur: float) -> dict[str, object]:
+    return {
+        "pid": pid,
+        "tid": 1,
+        "ph": "X",
+        "name": "ThreadControllerImpl::RunTask",
+        "ts": ts,
+        "dur": dur,
+        "tdur": tdur,
+    }
+
+
+def test_the_cpu_is_the_landing_pages_renderer_main_thread_alone() -> None:
+    page = "http://127.0.0.1:8000/snippet.html"
+    events: list[dict[str, object]] = []
+    for pid, url in ((10, page + "?utm_source=x"), (20, "http://localhost:8000/go.html")):
+        events += [
+            {
+                "pid": pid,
+                "tid": 1,
+                "ph": "M",
+                "name": "thread_name",
+                "args": {"name": "CrRendererMain"},
+            },
+            {
+                "pid": pid,
+                "tid": 2,
+                "ph": "M",
+                "name": "thread_name",
+                "args": {"name": "Compositor"},
+            },
+            {
+                "pid": pid,
+                "tid": 1,
+                "ph": "X",
+                "name": "ParseHTML",
+                "ts": 5,
+                "dur": 1,
+                "args": {"beginData": {"url": url}},
+            },
+        ]
+    events += [
+        _task(10, 0, 100, 4000),
+        _task(10, 10, 20, 1000),  # nested in the task before: counted with it
+        _task(10, 200, 10, 500),
+        {**_task(10, 300, 10, 9000), "tid": 2},  # another thread
+        _task(20, 0, 100, 7000),  # the page that sent the visitor on
+    ]
+    assert snippet_cpu.main_thread_cpu(events, page) == 4.5
+    assert snippet_cpu.main_thread_cpu(events, "http://127.0.0.1:8000/none.html") == 0
