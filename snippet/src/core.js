@@ -92,8 +92,9 @@ export function createTracker(options, endpoint, use) {
     let state;
     try {
       all = document.cookie;
-      // No cookie is the usual case for a new visitor: answered without throwing (a thrown error
-      // costs V8 a re-parse of the functions on its stack, for their source positions).
+      // No cookie is the usual case for a new visitor: answered without throwing (with a
+      // DevTools session on the page, a thrown error costs V8 a re-parse of the functions on
+      // its stack, for their source positions).
       const value = cookieValue(all, name);
       // Garbage, or not ours (no visitor id): none.
       if (value) state = decode(value);
@@ -209,11 +210,11 @@ export function createTracker(options, endpoint, use) {
 
   /**
    * Read the current URL again; returns the new touch, or null when this view makes none. One
-   * read of the cookie (it asks the browser process) per capture, and of localStorage unless the
-   * page began without our cookie (`lazy`); the cookie is read here, outside `take`, so that the stack Chromium captures for it (V8 re-parses each
-   * function on it for source positions) need not hold the capture's body. The minifier inlines
-   * the single-use `take` back into this function, which costs about 0.1 ms of that re-parsing;
-   * building without that inlining costs 36 B more than the budget leaves (ARCHITECTURE.md).
+   * read of the cookies (it asks the browser process) per capture, in `jar`, and of localStorage
+   * unless that finds no cookie of ours (`lazy`). With a DevTools session on the page, Chromium
+   * captures the stack of each cookie read with source positions (V8 re-parses each function on
+   * it), so the read is kept out of the capture's body; visitors, with no session, pay nothing
+   * for it (ARCHITECTURE.md, "Main-thread CPU").
    */
   const capture = () => take(jar());
 
