@@ -131,10 +131,7 @@ export function createTracker(options, endpoint, use) {
     } catch {}
   };
 
-  /**
-   * @param {string} cookie our cookie or the remembered consent's
-   * @param {string | number} value "": expire it
-   */
+  /** Write a cookie of ours (the state, or the remembered consent): (name, value; "" expires it). */
   const setCookie = cookieWriter((FULL && options.maxAge) || 31536000, FULL && options.cookieDomain);
 
   /**
